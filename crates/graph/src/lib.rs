@@ -1,0 +1,22 @@
+//! Plans a static layer sequence once and runs it with no allocation.
+//!
+//! ```text
+//! ModelSpec (data) --Plan::new--> Plan (shapes checked, arenas allocated)
+//! Plan::forward_backward -> Plan::grads -> Plan::sgd_step
+//! ```
+//!
+//! - [`spec`]: layer specs and the presets (`seed-fc`, `seed-gap`, ...).
+//! - [`plan`]: shape inference, named parameter tensors, the arenas.
+//! - [`exec`]: forward, backward, evaluate, predict over lanes of images.
+//! - [`optim`]: SGD with momentum and weight decay.
+
+pub mod exec;
+pub mod optim;
+pub mod plan;
+pub mod spec;
+
+pub use exec::{lane_range, Reduction};
+pub use kernel::{Loss, LossSums};
+pub use optim::{sgd_update, Sgd};
+pub use plan::{Init, Node, Op, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};
+pub use spec::{preset, LayerSpec, ModelSpec, PRESETS};

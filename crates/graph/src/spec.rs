@@ -1,0 +1,144 @@
+//! Models as data: a list of layer specs, and the named presets.
+
+use std::fmt;
+
+/// One layer of a model. Shapes are inferred by [`crate::Plan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayerSpec {
+    /// 2-D convolution with `filters` output planes and a square kernel.
+    Conv { filters: usize, size: usize, stride: usize, pad: usize, bias: bool },
+    Relu,
+    /// Max pooling; `ceil` keeps a clipped last window (PyTorch `ceil_mode`).
+    MaxPool { size: usize, stride: usize, ceil: bool },
+    /// Mean of every plane: `[C, H, W] -> [C]`.
+    GlobalAvgPool,
+    /// `[C, H, W] -> [C*H*W]`; costs nothing at run time.
+    Flatten,
+    /// Fully connected layer on a flat input.
+    Dense { units: usize, bias: bool },
+}
+
+impl fmt::Display for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            LayerSpec::Conv { filters, size, stride, pad, bias } => {
+                write!(f, "conv {filters}@{size}x{size} stride {stride} pad {pad}")?;
+                if !bias {
+                    write!(f, " no bias")?;
+                }
+                Ok(())
+            }
+            LayerSpec::Relu => write!(f, "relu"),
+            LayerSpec::MaxPool { size, stride, ceil } => {
+                write!(f, "maxpool {size}x{size} stride {stride} {}", if ceil { "ceil" } else { "floor" })
+            }
+            LayerSpec::GlobalAvgPool => write!(f, "global average pool"),
+            LayerSpec::Flatten => write!(f, "flatten"),
+            LayerSpec::Dense { units, .. } => write!(f, "dense {units}"),
+        }
+    }
+}
+
+/// A named model: the layers up to the logits. The loss (softmax with
+/// cross-entropy or squared error) is chosen when training.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub layers: Vec<LayerSpec>,
+}
+
+impl ModelSpec {
+    /// The same model without biases in its convolutions (the original
+    /// engine's convolutions have none).
+    pub fn without_conv_bias(mut self) -> Self {
+        for layer in &mut self.layers {
+            if let LayerSpec::Conv { bias, .. } = layer {
+                *bias = false;
+            }
+        }
+        self
+    }
+
+    /// The same model with `classes` outputs in its last dense layer.
+    pub fn with_classes(mut self, classes: usize) -> Self {
+        if let Some(LayerSpec::Dense { units, .. }) =
+            self.layers.iter_mut().rev().find(|l| matches!(l, LayerSpec::Dense { .. }))
+        {
+            *units = classes;
+        }
+        self
+    }
+}
+
+/// Names accepted by [`preset`].
+pub const PRESETS: &[&str] = &[
+    "seed-fc",
+    "seed-gap",
+    "seed-fc20",
+    "wide-gap",
+    "seed-fc-valid",
+    "seed-gap-valid",
+    "seed-fc20-valid",
+];
+
+/// Padding of the seed network's trunk. The blog does not state it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Padding {
+    /// Conv pad 1, ceil-mode pooling: 32 -> 32 -> 16 -> 16 -> 8 -> 8.
+    Same,
+    /// No conv padding, floor pooling: 32 -> 30 -> 14 -> 12 -> 5 -> 3.
+    Valid,
+}
+
+fn conv(filters: usize, padding: Padding) -> LayerSpec {
+    let pad = if padding == Padding::Same { 1 } else { 0 };
+    LayerSpec::Conv { filters, size: 3, stride: 1, pad, bias: true }
+}
+
+fn pool(padding: Padding) -> LayerSpec {
+    LayerSpec::MaxPool { size: 3, stride: 2, ceil: padding == Padding::Same }
+}
+
+fn dense(units: usize) -> LayerSpec {
+    LayerSpec::Dense { units, bias: true }
+}
+
+/// The episode's trunk: three 20-plane 3x3 convs, ReLUs, two 3x3/2 pools.
+fn seed_trunk(p: Padding) -> Vec<LayerSpec> {
+    use LayerSpec::Relu;
+    vec![conv(20, p), Relu, pool(p), conv(20, p), Relu, pool(p), conv(20, p), Relu]
+}
+
+/// A preset model by name (see [`PRESETS`]), with 2 classes.
+///
+/// - `seed-fc`: the trunk, then FC 120 (ReLU), FC 84 (ReLU), FC 2.
+/// - `seed-gap`: the trunk, then global average pooling (20 values), FC 2.
+/// - `seed-fc20`: the trunk, then FC 20 (ReLU), FC 2: an FC layer with as
+///   many neurons as GAP has planes, the author's first open question.
+/// - `wide-gap`: more planes and one more conv: 32, 64, 64, 64 planes
+///   (the fourth conv at 8x8 without a pool before it), then GAP, FC 2;
+///   about 3x the seed trunk's cost. The author's second question.
+/// - `*-valid`: the same heads on the valid-padding trunk.
+pub fn preset(name: &str) -> Option<ModelSpec> {
+    use LayerSpec::{Flatten, GlobalAvgPool, Relu};
+    let (base, padding) = match name.strip_suffix("-valid") {
+        Some(base) => (base, Padding::Valid),
+        None => (name, Padding::Same),
+    };
+    let mut layers = if base == "wide-gap" {
+        if padding == Padding::Valid {
+            return None;
+        }
+        let p = Padding::Same;
+        vec![conv(32, p), Relu, pool(p), conv(64, p), Relu, pool(p), conv(64, p), Relu, conv(64, p), Relu]
+    } else {
+        seed_trunk(padding)
+    };
+    match base {
+        "seed-fc" => layers.extend([Flatten, dense(120), Relu, dense(84), Relu, dense(2)]),
+        "seed-gap" | "wide-gap" => layers.extend([GlobalAvgPool, dense(2)]),
+        "seed-fc20" => layers.extend([Flatten, dense(20), Relu, dense(2)]),
+        _ => return None,
+    }
+    Some(ModelSpec { name: name.to_string(), layers })
+}

@@ -1,0 +1,88 @@
+//! Shared test helpers: an f64 reference network built from a plan's own
+//! node list, and seeded random batches.
+#![allow(dead_code)]
+
+use graph::{Loss, Op, Plan, Reduction};
+use kernel::reference;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The loss of the whole network, computed image by image with the naive
+/// f64 reference kernels and the parameters `params` (same layout as
+/// `plan.params()`).
+pub fn reference_loss(plan: &Plan, params: &[f64], x: &[f32], labels: &[u32], loss: Loss, red: Reduction) -> f64 {
+    let per = plan.input_shape().len();
+    let mut total = 0.0;
+    for (i, &label) in labels.iter().enumerate() {
+        let mut a: Vec<f64> = x[i * per..(i + 1) * per].iter().map(|&v| v as f64).collect();
+        for node in plan.nodes() {
+            let w = node.weight.clone().map(|r| &params[r]);
+            let b = node.bias.clone().map(|r| &params[r]);
+            a = match node.op {
+                Op::Conv(s) => reference::conv2d(&s, &a, w.unwrap(), b),
+                Op::Relu => reference::relu(&a),
+                Op::MaxPool(s) => reference::maxpool(&s, &a),
+                Op::GlobalAvgPool { c, hw } => reference::gap(c, hw, &a),
+                Op::Dense(s) => reference::dense(&s, &a, w.unwrap(), b),
+            };
+        }
+        total += reference::softmax_loss(loss, &a, label as usize);
+    }
+    match red {
+        Reduction::Mean => total / labels.len() as f64,
+        Reduction::Sum => total,
+    }
+}
+
+/// `n` random images in [0, 1) and labels below `classes`.
+pub fn random_batch(plan: &Plan, n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = (0..n * plan.input_shape().len()).map(|_| rng.random::<f32>()).collect();
+    let y = (0..n).map(|_| rng.random_range(0..plan.classes() as u32)).collect();
+    (x, y)
+}
+
+/// Check `plan.grads()` (from the f32 engine) against central finite
+/// differences of `reference_loss` in f64, on `per_tensor` sampled entries
+/// of every parameter tensor. Returns the worst relative error.
+pub fn check_gradients(
+    plan: &mut Plan,
+    x: &[f32],
+    labels: &[u32],
+    loss: Loss,
+    red: Reduction,
+    per_tensor: usize,
+) -> f64 {
+    plan.forward_backward(x, labels, loss, red);
+    let grads = plan.grads().to_vec();
+    let mut params: Vec<f64> = plan.params().iter().map(|&v| v as f64).collect();
+    let scale = grads.iter().fold(0.0f64, |m, g| m.max(g.abs() as f64));
+    assert!(scale > 0.0, "all gradients are zero: the check would prove nothing");
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let mut worst = 0.0f64;
+    for t in plan.tensors().to_vec() {
+        for _ in 0..per_tensor.min(t.range.len()) {
+            let i = rng.random_range(t.range.clone());
+            let h = 1e-6 * params[i].abs().max(1.0);
+            let keep = params[i];
+            params[i] = keep + h;
+            let up = reference_loss(plan, &params, x, labels, loss, red);
+            params[i] = keep - h;
+            let down = reference_loss(plan, &params, x, labels, loss, red);
+            params[i] = keep;
+            let numeric = (up - down) / (2.0 * h);
+            let analytic = grads[i] as f64;
+            // Entries far below the largest gradient are compared in
+            // absolute terms: f32 rounding dominates there.
+            let rel = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-3 * scale);
+            assert!(
+                rel < 1e-3,
+                "{} [{}]: analytic {analytic:e} vs numeric {numeric:e} (relative error {rel:e})",
+                t.name,
+                i - t.range.start
+            );
+            worst = worst.max(rel);
+        }
+    }
+    worst
+}

@@ -1,0 +1,44 @@
+//! Same seed, same bits, whatever the number of threads.
+
+mod common;
+
+use common::random_batch;
+use graph::{preset, Init, Loss, Plan, Reduction, Sgd, Shape};
+
+fn train(threads: usize, name: &str, batch: usize, loss: Loss, red: Reduction, sgd: Sgd) -> (Vec<u32>, Vec<u64>) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        let mut plan = Plan::new(&preset(name).unwrap(), Shape::new(3, 32, 32), batch).unwrap();
+        plan.initialize(Init::He, 7);
+        let mut losses = Vec::new();
+        for step in 0..3 {
+            let (x, y) = random_batch(&plan, batch, step);
+            losses.push(plan.train_step(&x, &y, loss, red, &sgd).loss.to_bits());
+        }
+        (plan.params().iter().map(|v| v.to_bits()).collect(), losses)
+    })
+}
+
+fn check(name: &str, batch: usize, loss: Loss, red: Reduction, sgd: Sgd) {
+    let one = train(1, name, batch, loss, red, sgd);
+    for threads in [2, 3] {
+        let many = train(threads, name, batch, loss, red, sgd);
+        assert!(one.1 == many.1, "{name}: losses differ between 1 and {threads} threads");
+        let differ = one.0.iter().zip(&many.0).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{name}: {differ} parameters differ between 1 and {threads} threads");
+    }
+    // Guard against a vacuous pass: training must have moved the weights.
+    let mut fresh = Plan::new(&preset(name).unwrap(), Shape::new(3, 32, 32), batch).unwrap();
+    fresh.initialize(Init::He, 7);
+    assert!(fresh.params().iter().zip(&one.0).any(|(a, b)| a.to_bits() != *b), "parameters never changed");
+}
+
+#[test]
+fn seed_fc_modern_batch_64() {
+    check("seed-fc", 64, Loss::CrossEntropy, Reduction::Mean, Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 });
+}
+
+#[test]
+fn seed_gap_seed_recipe_batch_200() {
+    check("seed-gap", 200, Loss::SquaredError, Reduction::Sum, Sgd::plain(0.01));
+}

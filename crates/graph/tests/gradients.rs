@@ -1,0 +1,56 @@
+//! Whole-network gradients against f64 finite differences.
+
+mod common;
+
+use common::{check_gradients, random_batch};
+use graph::{preset, LayerSpec, Loss, ModelSpec, Plan, Reduction, Shape};
+
+fn check_preset(name: &str, loss: Loss, red: Reduction) {
+    let spec = preset(name).unwrap();
+    let mut plan = Plan::new(&spec, Shape::new(3, 32, 32), 4).unwrap();
+    let (x, y) = random_batch(&plan, 3, 5);
+    let worst = check_gradients(&mut plan, &x, &y, loss, red, 6);
+    println!("{name} {loss:?} {red:?}: worst relative error {worst:.2e}");
+}
+
+#[test]
+fn seed_fc_cross_entropy_mean() {
+    check_preset("seed-fc", Loss::CrossEntropy, Reduction::Mean);
+}
+
+#[test]
+fn seed_gap_cross_entropy_mean() {
+    check_preset("seed-gap", Loss::CrossEntropy, Reduction::Mean);
+}
+
+#[test]
+fn seed_gap_squared_error_sum() {
+    check_preset("seed-gap", Loss::SquaredError, Reduction::Sum);
+}
+
+#[test]
+fn seed_fc_valid_squared_error_sum() {
+    check_preset("seed-fc-valid", Loss::SquaredError, Reduction::Sum);
+}
+
+/// A batch big enough that every lane runs several chunks, so gradients
+/// are accumulated across chunks before lanes are summed.
+#[test]
+fn multi_chunk_lanes_accumulate() {
+    let spec = ModelSpec {
+        name: "tiny".into(),
+        layers: vec![
+            LayerSpec::Conv { filters: 4, size: 3, stride: 1, pad: 1, bias: true },
+            LayerSpec::Relu,
+            LayerSpec::MaxPool { size: 3, stride: 2, ceil: true },
+            LayerSpec::Conv { filters: 5, size: 3, stride: 2, pad: 0, bias: false },
+            LayerSpec::Relu,
+            LayerSpec::GlobalAvgPool,
+            LayerSpec::Dense { units: 3, bias: true },
+        ],
+    };
+    let mut plan = Plan::new(&spec, Shape::new(2, 9, 9), 150).unwrap();
+    let (x, y) = random_batch(&plan, 150, 11);
+    let worst = check_gradients(&mut plan, &x, &y, Loss::CrossEntropy, Reduction::Mean, 8);
+    println!("tiny, 150 images: worst relative error {worst:.2e}");
+}

@@ -1,0 +1,236 @@
+//! 2-D convolution lowered to SGEMM (Darknet style).
+//!
+//! Forward, per image: `im2col` unrolls every receptive field into a column
+//! of `cols[C*kh*kw, Ho*Wo]`, then one SGEMM `W[F, C*kh*kw] x cols` gives the
+//! output planes `[F, Ho*Wo]` directly in NCHW order.
+//!
+//! Backward, per image: `dW += dY x colsᵀ`, `dB += row sums of dY`,
+//! `dcols = Wᵀ x dY`, then `col2im` scatters `dcols` back onto `dX`.
+
+use crate::gemm::{sgemm, Mat};
+
+/// Shape of one convolution layer. `h`, `w` are the input plane size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2d {
+    /// Output height; `None` when the padded input is smaller than the
+    /// kernel or the stride is zero (the layer is impossible).
+    pub fn checked_out_h(&self) -> Option<usize> {
+        out_len(self.h, self.kh, self.stride, self.pad)
+    }
+    pub fn checked_out_w(&self) -> Option<usize> {
+        out_len(self.w, self.kw, self.stride, self.pad)
+    }
+    /// Output height; panics if the shape is impossible (check first).
+    pub fn out_h(&self) -> usize {
+        self.checked_out_h().expect("impossible conv shape")
+    }
+    pub fn out_w(&self) -> usize {
+        self.checked_out_w().expect("impossible conv shape")
+    }
+    /// Floats in one input image.
+    pub fn in_len(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    /// Floats in one output image.
+    pub fn out_len(&self) -> usize {
+        self.c_out * self.out_h() * self.out_w()
+    }
+    /// Rows of the im2col matrix: the length of one unrolled receptive field.
+    pub fn col_rows(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+    /// Columns of the im2col matrix: one per output pixel.
+    pub fn col_cols(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+    /// Scratch floats `conv2d_forward` / `conv2d_backward` need.
+    pub fn cols_len(&self) -> usize {
+        self.col_rows() * self.col_cols()
+    }
+    /// Weight floats, laid out `[c_out, c_in, kh, kw]` (PyTorch order).
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.col_rows()
+    }
+    /// Multiply-adds of one image's forward pass.
+    pub fn macs(&self) -> usize {
+        self.c_out * self.col_rows() * self.col_cols()
+    }
+}
+
+fn out_len(n: usize, k: usize, stride: usize, pad: usize) -> Option<usize> {
+    let padded = n + 2 * pad;
+    if stride == 0 || k == 0 || padded < k {
+        None
+    } else {
+        Some((padded - k) / stride + 1)
+    }
+}
+
+/// The output columns `ox` whose input column `ox*stride + k - pad` lies in
+/// `0..w`, as a half-open range (possibly empty).
+fn valid_range(out: usize, w: usize, stride: usize, k: usize, pad: usize) -> (usize, usize) {
+    // first ox with ox*stride + k >= pad
+    let lo = if k >= pad { 0 } else { (pad - k).div_ceil(stride) };
+    // first ox with ox*stride + k >= pad + w
+    let hi = (pad + w).saturating_sub(k).div_ceil(stride);
+    let lo = lo.min(out);
+    (lo, hi.clamp(lo, out))
+}
+
+/// Unroll one image `x[C, H, W]` into `cols[C*kh*kw, Ho*Wo]`; padding reads
+/// as zero.
+pub fn im2col(s: &Conv2d, x: &[f32], cols: &mut [f32]) {
+    let (ho, wo) = (s.out_h(), s.out_w());
+    let x = &x[..s.in_len()];
+    let cols = &mut cols[..s.cols_len()];
+    let plane = s.h * s.w;
+    for (row, dst) in cols.chunks_exact_mut(ho * wo).enumerate() {
+        let c = row / (s.kh * s.kw);
+        let ki = row / s.kw % s.kh;
+        let kj = row % s.kw;
+        let src = &x[c * plane..(c + 1) * plane];
+        let (lo, hi) = valid_range(wo, s.w, s.stride, kj, s.pad);
+        for (oy, out_row) in dst.chunks_exact_mut(wo).enumerate() {
+            let iy = (oy * s.stride + ki).wrapping_sub(s.pad);
+            if iy >= s.h {
+                out_row.fill(0.0);
+                continue;
+            }
+            out_row[..lo].fill(0.0);
+            out_row[hi..].fill(0.0);
+            if lo == hi {
+                continue;
+            }
+            let in_row = &src[iy * s.w..(iy + 1) * s.w];
+            let x0 = lo * s.stride + kj - s.pad;
+            if s.stride == 1 {
+                // rows are short (8-32 floats): a plain loop beats memcpy's call
+                for (o, v) in out_row[lo..hi].iter_mut().zip(&in_row[x0..x0 + hi - lo]) {
+                    *o = *v;
+                }
+            } else {
+                for (o, v) in out_row[lo..hi].iter_mut().zip(in_row[x0..].iter().step_by(s.stride)) {
+                    *o = *v;
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: add every entry of `cols[C*kh*kw, Ho*Wo]` onto
+/// the input pixel it was read from. `dx[C, H, W]` is accumulated into, not
+/// overwritten; entries that came from padding are dropped.
+pub fn col2im(s: &Conv2d, cols: &[f32], dx: &mut [f32]) {
+    let (ho, wo) = (s.out_h(), s.out_w());
+    let cols = &cols[..s.cols_len()];
+    let plane = s.h * s.w;
+    let dx = &mut dx[..s.in_len()];
+    for (row, src) in cols.chunks_exact(ho * wo).enumerate() {
+        let c = row / (s.kh * s.kw);
+        let ki = row / s.kw % s.kh;
+        let kj = row % s.kw;
+        let dst = &mut dx[c * plane..(c + 1) * plane];
+        let (lo, hi) = valid_range(wo, s.w, s.stride, kj, s.pad);
+        for (oy, col_row) in src.chunks_exact(wo).enumerate() {
+            let iy = (oy * s.stride + ki).wrapping_sub(s.pad);
+            if iy >= s.h || lo == hi {
+                continue;
+            }
+            let x0 = lo * s.stride + kj - s.pad;
+            let in_row = &mut dst[iy * s.w..(iy + 1) * s.w];
+            if s.stride == 1 {
+                for (d, v) in in_row[x0..x0 + hi - lo].iter_mut().zip(&col_row[lo..hi]) {
+                    *d += *v;
+                }
+            } else {
+                for (d, v) in in_row[x0..].iter_mut().step_by(s.stride).zip(&col_row[lo..hi]) {
+                    *d += *v;
+                }
+            }
+        }
+    }
+}
+
+/// Forward pass of `n` images: `y[n, F, Ho, Wo] = conv(x[n, C, H, W], w) + b`.
+/// `w` is `[F, C, kh, kw]`; `cols` is scratch of at least `s.cols_len()`.
+pub fn conv2d_forward(
+    s: &Conv2d,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    cols: &mut [f32],
+) {
+    let (k, p) = (s.col_rows(), s.col_cols());
+    let wm = Mat::rows(&w[..s.weight_len()], s.c_out, k);
+    for i in 0..n {
+        let xi = &x[i * s.in_len()..(i + 1) * s.in_len()];
+        let yi = &mut y[i * s.out_len()..(i + 1) * s.out_len()];
+        im2col(s, xi, cols);
+        sgemm(1.0, wm, Mat::rows(&cols[..k * p], k, p), 0.0, yi);
+        if let Some(b) = bias {
+            for (plane, &bf) in yi.chunks_exact_mut(p).zip(b) {
+                plane.iter_mut().for_each(|v| *v += bf);
+            }
+        }
+    }
+}
+
+/// Backward pass of `n` images.
+///
+/// Parameter gradients are summed over the `n` images and written to `dw`
+/// (and `db`), or added to what is there when `accumulate` is true. `dx`,
+/// when given, is overwritten with the input gradient; the first layer of a
+/// network passes `None` and skips that work. `cols` is scratch of at least
+/// `s.cols_len()`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward(
+    s: &Conv2d,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    mut db: Option<&mut [f32]>,
+    cols: &mut [f32],
+    accumulate: bool,
+) {
+    let (k, p) = (s.col_rows(), s.col_cols());
+    let wm = Mat::rows(&w[..s.weight_len()], s.c_out, k);
+    let dw = &mut dw[..s.weight_len()];
+    for i in 0..n {
+        let beta = if accumulate || i > 0 { 1.0 } else { 0.0 };
+        let xi = &x[i * s.in_len()..(i + 1) * s.in_len()];
+        let dyi = &dy[i * s.out_len()..(i + 1) * s.out_len()];
+        let dym = Mat::rows(dyi, s.c_out, p);
+        im2col(s, xi, cols);
+        // dW[F, K] (+)= dY[F, P] x colsᵀ[P, K]
+        sgemm(1.0, dym, Mat::rows(&cols[..k * p], k, p).t(), beta, dw);
+        if let Some(db) = db.as_deref_mut() {
+            for (g, plane) in db.iter_mut().zip(dyi.chunks_exact(p)) {
+                let sum: f32 = plane.iter().sum();
+                *g = if beta == 0.0 { sum } else { *g + sum };
+            }
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            // cols is free again: reuse it for dcols[K, P] = Wᵀ[K, F] x dY[F, P]
+            sgemm(1.0, wm.t(), dym, 0.0, &mut cols[..k * p]);
+            let dxi = &mut dx[i * s.in_len()..(i + 1) * s.in_len()];
+            dxi.fill(0.0);
+            col2im(s, cols, dxi);
+        }
+    }
+}

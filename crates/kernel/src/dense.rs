@@ -1,0 +1,68 @@
+//! Fully connected layer over `n` flattened inputs, via SGEMM.
+//! Weights are `[outputs, inputs]` (PyTorch's `nn.Linear` layout).
+
+use crate::gemm::{sgemm, Mat};
+
+/// Shape of one dense layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dense {
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl Dense {
+    pub fn weight_len(&self) -> usize {
+        self.inputs * self.outputs
+    }
+    /// Multiply-adds of one sample's forward pass.
+    pub fn macs(&self) -> usize {
+        self.inputs * self.outputs
+    }
+}
+
+/// `y[n, out] = x[n, in] x Wᵀ + b`.
+pub fn dense_forward(s: &Dense, n: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let xm = Mat::rows(&x[..n * s.inputs], n, s.inputs);
+    let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
+    let y = &mut y[..n * s.outputs];
+    sgemm(1.0, xm, wm.t(), 0.0, y);
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(s.outputs) {
+            row.iter_mut().zip(b).for_each(|(v, bv)| *v += bv);
+        }
+    }
+}
+
+/// Backward. `dw[out, in] = dyᵀ x x` summed over the `n` samples (added to
+/// the old contents when `accumulate`), likewise `db`; `dx[n, in] = dy x W`
+/// is overwritten when given.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_backward(
+    s: &Dense,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    accumulate: bool,
+) {
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    let xm = Mat::rows(&x[..n * s.inputs], n, s.inputs);
+    let dym = Mat::rows(&dy[..n * s.outputs], n, s.outputs);
+    sgemm(1.0, dym.t(), xm, beta, &mut dw[..s.weight_len()]);
+    if let Some(db) = db {
+        let db = &mut db[..s.outputs];
+        if !accumulate {
+            db.fill(0.0);
+        }
+        for row in dy[..n * s.outputs].chunks_exact(s.outputs) {
+            db.iter_mut().zip(row).for_each(|(g, v)| *g += v);
+        }
+    }
+    if let Some(dx) = dx {
+        let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
+        sgemm(1.0, dym, wm, 0.0, &mut dx[..n * s.inputs]);
+    }
+}

@@ -1,0 +1,26 @@
+//! Numeric kernels of the engine: plain forward and backward functions over
+//! flat `f32` slices in NCHW layout, with explicit shapes.
+//!
+//! Rules every kernel keeps: no heap allocation, no hidden state, scratch
+//! passed in by the caller. Kernels work on `n` images one after another;
+//! parallelism over the batch belongs to the caller (the graph crate runs
+//! fixed lanes of images with rayon and reduces with [`reduce::sum_in_order`]
+//! so results do not depend on the thread count).
+//!
+//! [`reference`] holds naive f64 versions of every forward kernel: the test
+//! oracle and the function finite differences are taken of.
+
+pub mod activation;
+pub mod conv;
+pub mod dense;
+pub mod gemm;
+pub mod loss;
+pub mod pool;
+pub mod reduce;
+pub mod reference;
+
+pub use activation::{relu_backward, relu_forward};
+pub use conv::{col2im, conv2d_backward, conv2d_forward, im2col, Conv2d};
+pub use dense::{dense_backward, dense_forward, Dense};
+pub use loss::{argmax, softmax_loss_backward, softmax_loss_forward, Loss, LossSums};
+pub use pool::{gap_backward, gap_forward, maxpool_backward, maxpool_forward, MaxPool2d};

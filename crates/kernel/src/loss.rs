@@ -1,0 +1,118 @@
+//! Softmax losses over `n` rows of `k` logits.
+//!
+//! Two losses share the softmax:
+//! - cross-entropy, `-ln p[label]`, the modern choice;
+//! - the original engine's squared error on the softmax outputs,
+//!   `0.5 * sum_k (p_k - t_k)^2`, whose gradient `p - t` is pushed back
+//!   through the full softmax Jacobian.
+//!
+//! Whatever the loss, the blog's "error" metric `sum_k (p_k - t_k)^2` and
+//! the number of correct predictions are reported beside it.
+
+/// Which loss the top of the network uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    CrossEntropy,
+    SquaredError,
+}
+
+/// Sums over a set of rows (not means): callers divide by their count.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossSums {
+    pub loss: f64,
+    /// The blog's error, `sum_k (p_k - onehot_k)^2`, summed over rows.
+    pub seed_error: f64,
+    pub correct: usize,
+}
+
+impl LossSums {
+    pub fn add(&mut self, other: &LossSums) {
+        self.loss += other.loss;
+        self.seed_error += other.seed_error;
+        self.correct += other.correct;
+    }
+}
+
+/// Forward: `probs = softmax(logits)` row by row, and the loss sums.
+/// Panics if a label is not below `k` (loaders validate labels).
+pub fn softmax_loss_forward(
+    loss: Loss,
+    k: usize,
+    n: usize,
+    logits: &[f32],
+    labels: &[u32],
+    probs: &mut [f32],
+) -> LossSums {
+    let mut sums = LossSums::default();
+    for ((z, p), &label) in logits[..n * k].chunks_exact(k).zip(probs.chunks_exact_mut(k)).zip(labels) {
+        let label = label as usize;
+        assert!(label < k, "label {label} out of range for {k} classes");
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0.0f32;
+        for (pj, &zj) in p.iter_mut().zip(z) {
+            *pj = (zj - max).exp();
+            total += *pj;
+        }
+        p.iter_mut().for_each(|pj| *pj /= total);
+        let err: f64 = p
+            .iter()
+            .enumerate()
+            .map(|(j, &pj)| {
+                let e = pj as f64 - if j == label { 1.0 } else { 0.0 };
+                e * e
+            })
+            .sum();
+        sums.seed_error += err;
+        sums.loss += match loss {
+            // -ln p_y = ln(sum exp(z - max)) - (z_y - max), without ln(0)
+            Loss::CrossEntropy => (total as f64).ln() - (z[label] - max) as f64,
+            Loss::SquaredError => 0.5 * err,
+        };
+        if argmax(z) == label {
+            sums.correct += 1;
+        }
+    }
+    sums
+}
+
+/// Backward: `dlogits = scale * dLoss/dlogits` from the forward's `probs`.
+/// `scale` is `1/batch` for a mean over the batch, `1` for a sum.
+pub fn softmax_loss_backward(
+    loss: Loss,
+    k: usize,
+    n: usize,
+    probs: &[f32],
+    labels: &[u32],
+    scale: f32,
+    dlogits: &mut [f32],
+) {
+    for ((p, d), &label) in probs[..n * k].chunks_exact(k).zip(dlogits.chunks_exact_mut(k)).zip(labels) {
+        let label = label as usize;
+        let e = |j: usize| p[j] - if j == label { 1.0 } else { 0.0 };
+        match loss {
+            Loss::CrossEntropy => {
+                for (j, dj) in d.iter_mut().enumerate() {
+                    *dj = scale * e(j);
+                }
+            }
+            Loss::SquaredError => {
+                // dz_j = p_j * (e_j - sum_i e_i p_i): the softmax Jacobian
+                let dot: f32 = (0..k).map(|i| e(i) * p[i]).sum();
+                for (j, dj) in d.iter_mut().enumerate() {
+                    *dj = scale * p[j] * (e(j) - dot);
+                }
+            }
+        }
+    }
+}
+
+/// Index of the largest value; ties go to the first.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,183 @@
+//! Max pooling (any window size and stride, floor or ceil mode) and global
+//! average pooling, forward and backward, over `n` NCHW images.
+
+/// Shape of one max-pooling layer; `h`, `w` are the input plane size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPool2d {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub size: usize,
+    pub stride: usize,
+    /// Ceil mode: the last window may hang over the edge and is cut off
+    /// (PyTorch `ceil_mode=True`, padding 0). Floor mode drops it.
+    pub ceil: bool,
+}
+
+impl MaxPool2d {
+    /// Output height; `None` when the window is larger than the input or
+    /// the stride or size is zero.
+    pub fn checked_out_h(&self) -> Option<usize> {
+        pool_out(self.h, self.size, self.stride, self.ceil)
+    }
+    pub fn checked_out_w(&self) -> Option<usize> {
+        pool_out(self.w, self.size, self.stride, self.ceil)
+    }
+    pub fn out_h(&self) -> usize {
+        self.checked_out_h().expect("impossible pool shape")
+    }
+    pub fn out_w(&self) -> usize {
+        self.checked_out_w().expect("impossible pool shape")
+    }
+    pub fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    pub fn out_len(&self) -> usize {
+        self.c * self.out_h() * self.out_w()
+    }
+}
+
+fn pool_out(n: usize, size: usize, stride: usize, ceil: bool) -> Option<usize> {
+    if size == 0 || stride == 0 || n < size {
+        return None;
+    }
+    let span = n - size;
+    let mut out = if ceil { span.div_ceil(stride) + 1 } else { span / stride + 1 };
+    // PyTorch's rule: the last window must start inside the input.
+    if ceil && (out - 1) * stride >= n {
+        out -= 1;
+    }
+    Some(out)
+}
+
+/// Forward: `y` gets each window's maximum, `argmax` the index of that
+/// maximum inside its image (`c*H*W + iy*W + ix`), for the backward pass.
+/// Ties go to the first element in row-major order, as in PyTorch. (NaN
+/// is not propagated: a ReLU before the pool has already dropped it.)
+pub fn maxpool_forward(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    match (s.size, s.stride) {
+        // The seed network's pools: a fixed window the compiler unrolls.
+        (3, 2) => maxpool_forward_with::<3, 2>(s, n, x, y, argmax),
+        (2, 2) => maxpool_forward_with::<2, 2>(s, n, x, y, argmax),
+        _ => maxpool_forward_with::<0, 0>(s, n, x, y, argmax),
+    }
+}
+
+/// `K`, `S` are the window size and stride when known at compile time, or
+/// 0 for "read them from `s`".
+fn maxpool_forward_with<const K: usize, const S: usize>(
+    s: &MaxPool2d,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+    argmax: &mut [u32],
+) {
+    let (size, stride) = if K == 0 { (s.size, s.stride) } else { (K, S) };
+    let (ho, wo) = (s.out_h(), s.out_w());
+    let plane = s.h * s.w;
+    // Windows 0..full lie wholly inside a row; the rest are clipped.
+    let full = if s.w >= size { ((s.w - size) / stride + 1).min(wo) } else { 0 };
+    let (in_len, out_len) = (s.in_len(), s.out_len());
+    let planes = x[..n * in_len].chunks_exact(plane);
+    let outs = y[..n * out_len].chunks_exact_mut(ho * wo);
+    let args = argmax[..n * out_len].chunks_exact_mut(ho * wo);
+    for (p, ((src, yp), ap)) in planes.zip(outs).zip(args).enumerate() {
+        let base = p % s.c * plane;
+        for oy in 0..ho {
+            let y0 = oy * stride;
+            let y1 = (y0 + size).min(s.h);
+            let yrow = &mut yp[oy * wo..(oy + 1) * wo];
+            let arow = &mut ap[oy * wo..(oy + 1) * wo];
+            // Walk the window row by row, keeping the running maximum in the
+            // output row itself; a later row wins only if strictly greater.
+            for iy in y0..y1 {
+                let row = &src[iy * s.w..(iy + 1) * s.w];
+                let at = (base + iy * s.w) as u32;
+                let first = iy == y0;
+                if K == 3 && S == 2 {
+                    row_max_3s2(row, full, first, at, &mut yrow[..full], &mut arow[..full]);
+                } else {
+                    let windows = row.windows(size).step_by(stride);
+                    for (ox, ((win, out), arg)) in windows.zip(yrow.iter_mut()).zip(arow.iter_mut()).enumerate() {
+                        let (mut bv, mut bi) = (win[0], 0);
+                        for (k, &v) in win.iter().enumerate().skip(1) {
+                            if v > bv {
+                                (bv, bi) = (v, k);
+                            }
+                        }
+                        if first || bv > *out {
+                            *out = bv;
+                            *arg = at + (ox * stride + bi) as u32;
+                        }
+                    }
+                }
+                for ox in full..wo {
+                    let x0 = ox * stride;
+                    let x1 = (x0 + size).min(s.w);
+                    let (mut bv, mut bi) = (row[x0], x0);
+                    for (ix, &v) in row.iter().enumerate().take(x1).skip(x0 + 1) {
+                        if v > bv {
+                            (bv, bi) = (v, ix);
+                        }
+                    }
+                    if iy == y0 || bv > yrow[ox] {
+                        yrow[ox] = bv;
+                        arow[ox] = at + bi as u32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One input row's contribution to a row of 3-wide, stride-2 windows,
+/// written branch-free so the compiler can vectorise it.
+fn row_max_3s2(row: &[f32], full: usize, first: bool, at: u32, out: &mut [f32], arg: &mut [u32]) {
+    let row = &row[..2 * full + 1];
+    for (ox, (o, g)) in out.iter_mut().zip(arg.iter_mut()).enumerate() {
+        let i = 2 * ox;
+        let (a, b, c) = (row[i], row[i + 1], row[i + 2]);
+        let mut bv = a;
+        let mut bi = i as u32;
+        bi = if b > bv { i as u32 + 1 } else { bi };
+        bv = if b > bv { b } else { bv };
+        bi = if c > bv { i as u32 + 2 } else { bi };
+        bv = if c > bv { c } else { bv };
+        let take = first || bv > *o;
+        *g = if take { at + bi } else { *g };
+        *o = if take { bv } else { *o };
+    }
+}
+
+/// Backward: `dx` is overwritten; each output's gradient is added to the
+/// input element that won its window (windows may overlap).
+pub fn maxpool_backward(s: &MaxPool2d, n: usize, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
+    let (in_len, out_len) = (s.in_len(), s.out_len());
+    for i in 0..n {
+        let dxi = &mut dx[i * in_len..(i + 1) * in_len];
+        dxi.fill(0.0);
+        let dyi = &dy[i * out_len..(i + 1) * out_len];
+        let ai = &argmax[i * out_len..(i + 1) * out_len];
+        for (&g, &a) in dyi.iter().zip(ai) {
+            dxi[a as usize] += g;
+        }
+    }
+}
+
+/// Global average pooling forward: `y[n, c] = mean of plane x[n, c, :]`,
+/// where each plane has `hw` elements.
+pub fn gap_forward(c: usize, hw: usize, n: usize, x: &[f32], y: &mut [f32]) {
+    let inv = 1.0 / hw as f32;
+    for (plane, out) in x[..n * c * hw].chunks_exact(hw).zip(&mut y[..n * c]) {
+        *out = plane.iter().sum::<f32>() * inv;
+    }
+}
+
+/// Global average pooling backward: every element of a plane receives the
+/// plane's output gradient divided by `hw`. `dx` is overwritten.
+pub fn gap_backward(c: usize, hw: usize, n: usize, dy: &[f32], dx: &mut [f32]) {
+    let inv = 1.0 / hw as f32;
+    for (plane, g) in dx[..n * c * hw].chunks_exact_mut(hw).zip(&dy[..n * c]) {
+        plane.fill(g * inv);
+    }
+}
