@@ -35,7 +35,12 @@ impl Plan {
     /// batch: that is a bug in the caller, not bad data.
     fn batch_len(&self, x: &[f32], labels: Option<&[u32]>) -> usize {
         let per = self.input.len();
-        assert!(x.len() % per == 0, "batch of {} floats is not a whole number of {} inputs", x.len(), self.input);
+        assert!(
+            x.len().is_multiple_of(per),
+            "batch of {} floats is not a whole number of {} inputs",
+            x.len(),
+            self.input
+        );
         let n = x.len() / per;
         assert!(n >= 1 && n <= self.max_batch, "batch of {n} images, plan allows 1..={}", self.max_batch);
         if let Some(labels) = labels {
@@ -47,7 +52,13 @@ impl Plan {
     /// Forward and backward over one batch `x[n, C, H, W]` with `labels[n]`
     /// (each below `classes()`). Leaves the gradients in [`Plan::grads`] and
     /// returns the loss sums over the batch.
-    pub fn forward_backward(&mut self, x: &[f32], labels: &[u32], loss: Loss, reduction: Reduction) -> LossSums {
+    pub fn forward_backward(
+        &mut self,
+        x: &[f32],
+        labels: &[u32],
+        loss: Loss,
+        reduction: Reduction,
+    ) -> LossSums {
         let n = self.batch_len(x, Some(labels));
         let scale = match reduction {
             Reduction::Mean => 1.0 / n as f32,
@@ -115,16 +126,18 @@ impl Plan {
             *out = head;
             rest = tail;
         }
-        lanes[..used].par_iter_mut().zip(outs[..used].par_iter_mut()).enumerate().for_each(|(l, (lane, out))| {
-            let r = lane_range(n, total, l);
-            for start in r.clone().step_by(chunk) {
-                let m = chunk.min(r.end - start);
-                forward_chunk(nodes, params, lane, &x[start * per..(start + m) * per], m);
-                let last = &nodes[nodes.len() - 1].act;
-                let o = (start - r.start) * k;
-                out[o..o + m * k].copy_from_slice(&lane.acts[last.start..last.start + m * k]);
-            }
-        });
+        lanes[..used].par_iter_mut().zip(outs[..used].par_iter_mut()).enumerate().for_each(
+            |(l, (lane, out))| {
+                let r = lane_range(n, total, l);
+                for start in r.clone().step_by(chunk) {
+                    let m = chunk.min(r.end - start);
+                    forward_chunk(nodes, params, lane, &x[start * per..(start + m) * per], m);
+                    let last = &nodes[nodes.len() - 1].act;
+                    let o = (start - r.start) * k;
+                    out[o..o + m * k].copy_from_slice(&lane.acts[last.start..last.start + m * k]);
+                }
+            },
+        );
     }
 }
 
@@ -184,7 +197,9 @@ fn backward_chunk(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m:
             _ => (None, None),
         };
         match node.op {
-            Op::Conv(s) => conv2d_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, cols, accumulate),
+            Op::Conv(s) => {
+                conv2d_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, cols, accumulate)
+            }
             Op::Dense(s) => dense_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, accumulate),
             Op::Relu => {
                 if let Some(dx) = dx {

@@ -47,7 +47,14 @@ impl Plan {
 
     /// One training step: forward, backward, SGD update. Returns the loss
     /// sums of the batch (computed before the update).
-    pub fn train_step(&mut self, x: &[f32], labels: &[u32], loss: Loss, reduction: Reduction, sgd: &Sgd) -> LossSums {
+    pub fn train_step(
+        &mut self,
+        x: &[f32],
+        labels: &[u32],
+        loss: Loss,
+        reduction: Reduction,
+        sgd: &Sgd,
+    ) -> LossSums {
         let sums = self.forward_backward(x, labels, loss, reduction);
         self.sgd_step(sgd);
         sums

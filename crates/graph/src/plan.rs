@@ -281,7 +281,9 @@ impl Plan {
         }
         match nodes.last() {
             Some(Node { op: Op::Dense(_), .. }) => {}
-            _ => return Err(err(0, "the last layer must be a dense layer producing the class logits".into())),
+            _ => {
+                return Err(err(0, "the last layer must be a dense layer producing the class logits".into()))
+            }
         }
         let classes = shape.c;
         let lanes = (0..LANES.min(max_batch))
@@ -384,14 +386,22 @@ impl Plan {
 
     /// A table of the model: layer, output shape, parameters, forward MACs.
     pub fn summary(&self) -> String {
-        let mut s = format!("{:<8} {:<34} {:>10} {:>10} {:>12}\n", "node", "op", "output", "params", "MACs/image");
+        let mut s =
+            format!("{:<8} {:<34} {:>10} {:>10} {:>12}\n", "node", "op", "output", "params", "MACs/image");
         for node in &self.nodes {
-            let params = node.weight.as_ref().map_or(0, |r| r.len()) + node.bias.as_ref().map_or(0, |r| r.len());
+            let params =
+                node.weight.as_ref().map_or(0, |r| r.len()) + node.bias.as_ref().map_or(0, |r| r.len());
             let op = match node.op {
                 Op::Conv(c) => format!("conv {}@{}x{} s{} p{}", c.c_out, c.kh, c.kw, c.stride, c.pad),
                 Op::Relu => "relu".into(),
                 Op::MaxPool(p) => {
-                    format!("maxpool {}x{} s{} {}", p.size, p.size, p.stride, if p.ceil { "ceil" } else { "floor" })
+                    format!(
+                        "maxpool {}x{} s{} {}",
+                        p.size,
+                        p.size,
+                        p.stride,
+                        if p.ceil { "ceil" } else { "floor" }
+                    )
                 }
                 Op::GlobalAvgPool { .. } => "global average pool".into(),
                 Op::Dense(d) => format!("dense {}->{}", d.inputs, d.outputs),

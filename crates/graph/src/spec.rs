@@ -6,16 +6,29 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LayerSpec {
     /// 2-D convolution with `filters` output planes and a square kernel.
-    Conv { filters: usize, size: usize, stride: usize, pad: usize, bias: bool },
+    Conv {
+        filters: usize,
+        size: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+    },
     Relu,
     /// Max pooling; `ceil` keeps a clipped last window (PyTorch `ceil_mode`).
-    MaxPool { size: usize, stride: usize, ceil: bool },
+    MaxPool {
+        size: usize,
+        stride: usize,
+        ceil: bool,
+    },
     /// Mean of every plane: `[C, H, W] -> [C]`.
     GlobalAvgPool,
     /// `[C, H, W] -> [C*H*W]`; costs nothing at run time.
     Flatten,
     /// Fully connected layer on a flat input.
-    Dense { units: usize, bias: bool },
+    Dense {
+        units: usize,
+        bias: bool,
+    },
 }
 
 impl fmt::Display for LayerSpec {
@@ -71,15 +84,8 @@ impl ModelSpec {
 }
 
 /// Names accepted by [`preset`].
-pub const PRESETS: &[&str] = &[
-    "seed-fc",
-    "seed-gap",
-    "seed-fc20",
-    "wide-gap",
-    "seed-fc-valid",
-    "seed-gap-valid",
-    "seed-fc20-valid",
-];
+pub const PRESETS: &[&str] =
+    &["seed-fc", "seed-gap", "seed-fc20", "wide-gap", "seed-fc-valid", "seed-gap-valid", "seed-fc20-valid"];
 
 /// Padding of the seed network's trunk. The blog does not state it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,14 @@ mod common;
 use common::random_batch;
 use graph::{preset, Init, Loss, Plan, Reduction, Sgd, Shape};
 
-fn train(threads: usize, name: &str, batch: usize, loss: Loss, red: Reduction, sgd: Sgd) -> (Vec<u32>, Vec<u64>) {
+fn train(
+    threads: usize,
+    name: &str,
+    batch: usize,
+    loss: Loss,
+    red: Reduction,
+    sgd: Sgd,
+) -> (Vec<u32>, Vec<u64>) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let mut plan = Plan::new(&preset(name).unwrap(), Shape::new(3, 32, 32), batch).unwrap();
@@ -35,7 +42,13 @@ fn check(name: &str, batch: usize, loss: Loss, red: Reduction, sgd: Sgd) {
 
 #[test]
 fn seed_fc_modern_batch_64() {
-    check("seed-fc", 64, Loss::CrossEntropy, Reduction::Mean, Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 });
+    check(
+        "seed-fc",
+        64,
+        Loss::CrossEntropy,
+        Reduction::Mean,
+        Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 },
+    );
 }
 
 #[test]

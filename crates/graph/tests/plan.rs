@@ -7,7 +7,11 @@ fn plan(name: &str) -> Plan {
 }
 
 fn spatial(plan: &Plan) -> Vec<(usize, usize)> {
-    plan.nodes().iter().filter(|n| matches!(n.op, Op::Conv(_) | Op::MaxPool(_))).map(|n| (n.out_shape.h, n.out_shape.w)).collect()
+    plan.nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv(_) | Op::MaxPool(_)))
+        .map(|n| (n.out_shape.h, n.out_shape.w))
+        .collect()
 }
 
 #[test]
@@ -41,7 +45,8 @@ fn parameter_counts_and_costs_match_the_design_notes() {
 #[test]
 fn tensors_use_pytorch_names_and_shapes() {
     let p = plan("seed-fc");
-    let names: Vec<(&str, &[usize])> = p.tensors().iter().map(|t| (t.name.as_str(), t.shape.as_slice())).collect();
+    let names: Vec<(&str, &[usize])> =
+        p.tensors().iter().map(|t| (t.name.as_str(), t.shape.as_slice())).collect();
     assert_eq!(names[0], ("conv1.weight", &[20, 3, 3, 3][..]));
     assert_eq!(names[1], ("conv1.bias", &[20][..]));
     assert_eq!(names[6], ("fc1.weight", &[120, 1280][..]));
@@ -71,15 +76,30 @@ fn error_of(layers: Vec<LayerSpec>, input: Shape) -> String {
 fn impossible_specs_are_errors_naming_the_layer() {
     use LayerSpec::*;
     let dense = Dense { units: 2, bias: true };
-    let e = error_of(vec![MaxPool { size: 5, stride: 2, ceil: false }, Flatten, dense.clone()], Shape::new(3, 4, 4));
+    let e = error_of(
+        vec![MaxPool { size: 5, stride: 2, ceil: false }, Flatten, dense.clone()],
+        Shape::new(3, 4, 4),
+    );
     assert!(e.starts_with("layer 1:") && e.contains("3x4x4") && e.contains("5x5"), "{e}");
-    let e = error_of(vec![Conv { filters: 0, size: 3, stride: 1, pad: 1, bias: true }, Flatten, dense.clone()], Shape::new(3, 8, 8));
+    let e = error_of(
+        vec![Conv { filters: 0, size: 3, stride: 1, pad: 1, bias: true }, Flatten, dense.clone()],
+        Shape::new(3, 8, 8),
+    );
     assert!(e.starts_with("layer 1:") && e.contains("at least 1"), "{e}");
-    let e = error_of(vec![Conv { filters: 4, size: 9, stride: 1, pad: 0, bias: true }, Flatten, dense.clone()], Shape::new(3, 8, 8));
+    let e = error_of(
+        vec![Conv { filters: 4, size: 9, stride: 1, pad: 0, bias: true }, Flatten, dense.clone()],
+        Shape::new(3, 8, 8),
+    );
     assert!(e.starts_with("layer 1:") && e.contains("smaller than the 9x9 kernel"), "{e}");
-    let e = error_of(vec![Conv { filters: 4, size: 3, stride: 1, pad: 1, bias: true }, dense.clone()], Shape::new(3, 8, 8));
+    let e = error_of(
+        vec![Conv { filters: 4, size: 3, stride: 1, pad: 1, bias: true }, dense.clone()],
+        Shape::new(3, 8, 8),
+    );
     assert!(e.starts_with("layer 2:") && e.contains("not flat"), "{e}");
-    let e = error_of(vec![Conv { filters: 4, size: 3, stride: 1, pad: 1, bias: true }, Relu], Shape::new(3, 8, 8));
+    let e = error_of(
+        vec![Conv { filters: 4, size: 3, stride: 1, pad: 1, bias: true }, Relu],
+        Shape::new(3, 8, 8),
+    );
     assert!(e.contains("last layer must be a dense"), "{e}");
     let e = error_of(vec![Flatten, Dense { units: 0, bias: true }], Shape::new(3, 8, 8));
     assert!(e.starts_with("layer 2:"), "{e}");

@@ -211,6 +211,13 @@ pub fn conv2d_backward(
     let (k, p) = (s.col_rows(), s.col_cols());
     let wm = Mat::rows(&w[..s.weight_len()], s.c_out, k);
     let dw = &mut dw[..s.weight_len()];
+    if n == 0 && !accumulate {
+        // an empty sum is zero
+        dw.fill(0.0);
+        if let Some(db) = db.as_deref_mut() {
+            db.fill(0.0);
+        }
+    }
     for i in 0..n {
         let beta = if accumulate || i > 0 { 1.0 } else { 0.0 };
         let xi = &x[i * s.in_len()..(i + 1) * s.in_len()];

@@ -98,7 +98,9 @@ fn maxpool_forward_with<const K: usize, const S: usize>(
                     row_max_3s2(row, full, first, at, &mut yrow[..full], &mut arow[..full]);
                 } else {
                     let windows = row.windows(size).step_by(stride);
-                    for (ox, ((win, out), arg)) in windows.zip(yrow.iter_mut()).zip(arow.iter_mut()).enumerate() {
+                    for (ox, ((win, out), arg)) in
+                        windows.zip(yrow.iter_mut()).zip(arow.iter_mut()).enumerate()
+                    {
                         let (mut bv, mut bi) = (win[0], 0);
                         for (k, &v) in win.iter().enumerate().skip(1) {
                             if v > bv {

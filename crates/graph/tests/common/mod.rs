@@ -10,7 +10,14 @@ use rand_chacha::ChaCha8Rng;
 /// The loss of the whole network, computed image by image with the naive
 /// f64 reference kernels and the parameters `params` (same layout as
 /// `plan.params()`).
-pub fn reference_loss(plan: &Plan, params: &[f64], x: &[f32], labels: &[u32], loss: Loss, red: Reduction) -> f64 {
+pub fn reference_loss(
+    plan: &Plan,
+    params: &[f64],
+    x: &[f32],
+    labels: &[u32],
+    loss: Loss,
+    red: Reduction,
+) -> f64 {
     let per = plan.input_shape().len();
     let mut total = 0.0;
     for (i, &label) in labels.iter().enumerate() {

@@ -1,0 +1,209 @@
+//! Helpers shared by the kernel integration tests: seeded random data,
+//! f32/f64 comparison, central finite differences in f64, and the layer
+//! shapes every test file sweeps over.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use kernel::{Conv2d, Dense, MaxPool2d};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// `len` values uniform in `[-1, 1)`.
+pub fn rand_vec(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// `len` values in `[-1, 1)` with `|v| >= margin` (kinks stay out of reach
+/// of a finite-difference step).
+pub fn rand_vec_away_from_zero(rng: &mut ChaCha8Rng, len: usize, margin: f32) -> Vec<f32> {
+    (0..len)
+        .map(|_| loop {
+            let v = rng.random_range(-1.0f32..1.0);
+            if v.abs() >= margin {
+                break v;
+            }
+        })
+        .collect()
+}
+
+/// `len` pairwise distinct values in `[-1, 1]`, spaced `2/len` apart and
+/// shuffled: no ties for max pooling, and gaps far wider than an FD step.
+pub fn distinct_vec(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+    let step = 2.0 / len.max(1) as f64;
+    let mut v: Vec<f32> = (0..len).map(|i| (-1.0 + step * i as f64) as f32).collect();
+    v.shuffle(rng);
+    v
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+pub fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Forward agreement: `|a - b| <= tol * max(1, |b|)` for every element.
+/// Returns the worst `|a - b| / max(1, |b|)`.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    let mut worst = 0.0f64;
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let err = (a as f64 - b).abs() / b.abs().max(1.0);
+        assert!(err <= tol, "{what}[{i}]: kernel {a} vs reference {b} (err {err:e} > {tol:e})");
+        worst = worst.max(err);
+    }
+    worst
+}
+
+/// Relative error with a floor: `|a - b| / max(|a|, |b|, 1e-3)`.
+pub fn rel_err(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-3)
+}
+
+/// Largest relative error any gradient element may have.
+pub const GRAD_TOL: f64 = 1e-3;
+
+/// Assert every analytic (f32) gradient element is within `GRAD_TOL` of
+/// the numeric (f64) one; print and return the worst relative error.
+pub fn check_grad(what: &str, analytic: &[f32], numeric: &[f64]) -> f64 {
+    assert_eq!(analytic.len(), numeric.len(), "{what}: length {} vs {}", analytic.len(), numeric.len());
+    assert!(!analytic.is_empty(), "{what}: empty gradient");
+    let mut worst = 0.0f64;
+    let mut worst_at = 0;
+    for (i, (&a, &b)) in analytic.iter().zip(numeric).enumerate() {
+        let e = rel_err(a as f64, b);
+        assert!(e < GRAD_TOL, "{what}[{i}]: analytic {a} vs numeric {b} (rel err {e:e} >= {GRAD_TOL:e})");
+        if e > worst {
+            worst = e;
+            worst_at = i;
+        }
+    }
+    eprintln!(
+        "grad {what}: worst rel err {worst:.3e} at [{worst_at}] (analytic {}, numeric {}) over {} elements",
+        analytic[worst_at],
+        numeric[worst_at],
+        analytic.len()
+    );
+    worst
+}
+
+/// Central-difference step, in f64.
+pub const EPS: f64 = 1e-6;
+
+/// Gradient of `f` at `x` by central differences. The divisor is the step
+/// actually taken (`(x+eps) - (x-eps)` after rounding).
+pub fn central_diff(x: &[f64], mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+    let mut xp = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let v = x[i];
+            let (hi, lo) = (v + EPS, v - EPS);
+            xp[i] = hi;
+            let fp = f(&xp);
+            xp[i] = lo;
+            let fm = f(&xp);
+            xp[i] = v;
+            (fp - fm) / (hi - lo)
+        })
+        .collect()
+}
+
+/// One conv test case: the layer shape, whether it has a bias, and the
+/// number of images.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvCase {
+    pub s: Conv2d,
+    pub bias: bool,
+    pub n: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn conv(
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    bias: bool,
+    n: usize,
+) -> ConvCase {
+    ConvCase { s: Conv2d { c_in, h, w, c_out, kh, kw, stride, pad }, bias, n }
+}
+
+/// Odd sizes, stride 1/2/3, pad 0/1/2, kernels 1x1, 3x3, 5x5 and
+/// non-square, with and without bias, 1 and 3 images.
+pub const CONV_CASES: &[ConvCase] = &[
+    //   c_in h  w  c_out kh kw st pad bias   n
+    conv(2, 7, 5, 3, 3, 3, 1, 1, true, 1),
+    conv(2, 7, 5, 3, 3, 3, 2, 1, true, 3),
+    conv(3, 8, 8, 4, 3, 3, 1, 0, false, 3),
+    conv(3, 9, 7, 2, 3, 3, 2, 0, true, 1),
+    conv(2, 8, 6, 3, 3, 3, 2, 0, false, 3),
+    conv(2, 6, 5, 3, 1, 1, 1, 0, true, 3),
+    conv(1, 6, 7, 2, 1, 1, 2, 0, false, 1),
+    conv(2, 5, 4, 2, 1, 1, 1, 1, true, 1),
+    conv(2, 7, 6, 2, 3, 2, 1, 1, true, 3),
+    conv(2, 8, 7, 3, 2, 3, 2, 1, false, 1),
+    conv(1, 7, 5, 2, 3, 2, 2, 0, true, 3),
+    conv(2, 7, 5, 2, 5, 5, 1, 2, true, 3),
+    conv(2, 9, 9, 2, 5, 5, 2, 2, false, 1),
+    conv(1, 8, 7, 2, 2, 2, 3, 1, true, 3),
+    conv(1, 3, 3, 2, 3, 3, 1, 0, true, 1),
+    conv(2, 1, 1, 2, 3, 3, 1, 1, true, 3),
+    conv(3, 12, 11, 4, 3, 3, 1, 1, true, 3),
+];
+
+/// One max-pool test case.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolCase {
+    pub s: MaxPool2d,
+    pub n: usize,
+}
+
+const fn pool(c: usize, h: usize, w: usize, size: usize, stride: usize, ceil: bool, n: usize) -> PoolCase {
+    PoolCase { s: MaxPool2d { c, h, w, size, stride, ceil }, n }
+}
+
+/// Size 3 stride 2 in both modes on sizes where ceil mode adds a clipped
+/// edge window (8, 32) or not (7, 9); 2/2; 3/1; stride > size, where
+/// PyTorch's "last window starts inside" rule kicks in.
+pub const POOL_CASES: &[PoolCase] = &[
+    pool(2, 32, 32, 3, 2, true, 1),
+    pool(2, 32, 32, 3, 2, false, 1),
+    pool(2, 7, 7, 3, 2, true, 2),
+    pool(2, 7, 7, 3, 2, false, 2),
+    pool(2, 8, 8, 3, 2, true, 2),
+    pool(2, 8, 8, 3, 2, false, 2),
+    pool(2, 9, 9, 3, 2, true, 2),
+    pool(2, 9, 9, 3, 2, false, 2),
+    pool(3, 8, 9, 3, 2, true, 2),
+    pool(2, 8, 8, 2, 2, false, 2),
+    pool(2, 7, 7, 2, 2, true, 2),
+    pool(2, 7, 7, 2, 2, false, 1),
+    pool(2, 7, 6, 3, 1, false, 2),
+    pool(2, 7, 6, 3, 1, true, 1),
+    pool(1, 7, 5, 2, 4, true, 2),
+    pool(1, 5, 5, 1, 3, true, 1),
+    pool(1, 3, 3, 3, 2, true, 1),
+];
+
+/// Dense test cases: `(shape, bias, n)`.
+pub const DENSE_CASES: &[(Dense, bool, usize)] = &[
+    (Dense { inputs: 5, outputs: 3 }, true, 1),
+    (Dense { inputs: 7, outputs: 4 }, false, 3),
+    (Dense { inputs: 16, outputs: 10 }, true, 4),
+    (Dense { inputs: 1, outputs: 1 }, true, 2),
+    (Dense { inputs: 3, outputs: 6 }, true, 5),
+];
+
+/// GAP test cases: `(c, hw, n)`.
+pub const GAP_CASES: &[(usize, usize, usize)] = &[(3, 35, 2), (4, 1, 3), (2, 64, 1), (5, 9, 4)];
