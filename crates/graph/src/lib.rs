@@ -9,12 +9,15 @@
 //! - [`plan`]: shape inference, named parameter tensors, the arenas.
 //! - [`exec`]: forward, backward, evaluate, predict over lanes of images.
 //! - [`optim`]: SGD with momentum and weight decay.
+//! - [`checkpoint`]: parameters and optimizer state as safetensors.
 
+pub mod checkpoint;
 pub mod exec;
 pub mod optim;
 pub mod plan;
 pub mod spec;
 
+pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError};
 pub use exec::{lane_range, Reduction};
 pub use kernel::{Loss, LossSums};
 pub use optim::{sgd_update, Sgd};

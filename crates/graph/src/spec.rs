@@ -2,15 +2,27 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// One layer of a model. Shapes are inferred by [`crate::Plan`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// In a spec file (TOML) each layer is a table with a `type`:
+/// `conv` (`filters`, `size`, optional `stride` = 1, `pad` = 0,
+/// `bias` = true), `relu`, `max_pool` (`size`, `stride`, optional
+/// `ceil` = false), `global_avg_pool`, `flatten`, `dense` (`units`,
+/// optional `bias` = true).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerSpec {
     /// 2-D convolution with `filters` output planes and a square kernel.
     Conv {
         filters: usize,
         size: usize,
+        #[serde(default = "one")]
         stride: usize,
+        #[serde(default)]
         pad: usize,
+        #[serde(default = "yes")]
         bias: bool,
     },
     Relu,
@@ -18,6 +30,7 @@ pub enum LayerSpec {
     MaxPool {
         size: usize,
         stride: usize,
+        #[serde(default)]
         ceil: bool,
     },
     /// Mean of every plane: `[C, H, W] -> [C]`.
@@ -27,8 +40,17 @@ pub enum LayerSpec {
     /// Fully connected layer on a flat input.
     Dense {
         units: usize,
+        #[serde(default = "yes")]
         bias: bool,
     },
+}
+
+fn one() -> usize {
+    1
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl fmt::Display for LayerSpec {
@@ -54,13 +76,26 @@ impl fmt::Display for LayerSpec {
 
 /// A named model: the layers up to the logits. The loss (softmax with
 /// cross-entropy or squared error) is chosen when training.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
     pub layers: Vec<LayerSpec>,
 }
 
 impl ModelSpec {
+    /// Parse a model spec file (TOML): `name = "..."` and one
+    /// `[[layers]]` table per layer (see [`LayerSpec`]). The error text
+    /// names the line and the offending key or layer type.
+    pub fn from_toml(text: &str) -> Result<ModelSpec, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    /// The spec as TOML, the format [`ModelSpec::from_toml`] reads.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a spec always serialises")
+    }
+
     /// The same model without biases in its convolutions (the original
     /// engine's convolutions have none).
     pub fn without_conv_bias(mut self) -> Self {

@@ -19,7 +19,10 @@ pub enum Loss {
 /// Sums over a set of rows (not means): callers divide by their count.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LossSums {
+    /// The chosen loss.
     pub loss: f64,
+    /// Softmax cross-entropy, whatever the chosen loss.
+    pub cross_entropy: f64,
     /// The blog's error, `sum_k (p_k - onehot_k)^2`, summed over rows.
     pub seed_error: f64,
     pub correct: usize,
@@ -28,6 +31,7 @@ pub struct LossSums {
 impl LossSums {
     pub fn add(&mut self, other: &LossSums) {
         self.loss += other.loss;
+        self.cross_entropy += other.cross_entropy;
         self.seed_error += other.seed_error;
         self.correct += other.correct;
     }
@@ -62,10 +66,12 @@ pub fn softmax_loss_forward(
                 e * e
             })
             .sum();
+        // -ln p_y = ln(sum exp(z - max)) - (z_y - max), without ln(0)
+        let ce = (total as f64).ln() - (z[label] - max) as f64;
         sums.seed_error += err;
+        sums.cross_entropy += ce;
         sums.loss += match loss {
-            // -ln p_y = ln(sum exp(z - max)) - (z_y - max), without ln(0)
-            Loss::CrossEntropy => (total as f64).ln() - (z[label] - max) as f64,
+            Loss::CrossEntropy => ce,
             Loss::SquaredError => 0.5 * err,
         };
         if argmax(z) == label {

@@ -32,6 +32,7 @@ fn seed_error_and_correct_match_reference() {
 
             let mut want_seed = 0.0;
             let mut want_loss = 0.0;
+            let mut want_ce = 0.0;
             let mut want_correct = 0;
             for (zi, &l) in z.chunks_exact(k).zip(&labels) {
                 let zi = to_f64(zi);
@@ -43,6 +44,7 @@ fn seed_error_and_correct_match_reference() {
                 assert!((by_hand - reference::seed_error(&zi, l)).abs() < 1e-12);
                 want_seed += by_hand;
                 want_loss += reference::softmax_loss(loss, &zi, l);
+                want_ce += reference::softmax_loss(Loss::CrossEntropy, &zi, l);
                 want_correct += usize::from(argmax64(&zi) == l);
             }
             let what = format!("{loss:?} k={k}");
@@ -57,6 +59,11 @@ fn seed_error_and_correct_match_reference() {
                 (sums.loss - want_loss).abs() < 1e-5 * want_loss.max(1.0),
                 "{what}: loss {} vs {want_loss}",
                 sums.loss
+            );
+            assert!(
+                (sums.cross_entropy - want_ce).abs() < 1e-5 * want_ce.max(1.0),
+                "{what}: cross_entropy {} vs {want_ce}",
+                sums.cross_entropy
             );
             if loss == Loss::SquaredError {
                 assert!(
@@ -113,9 +120,9 @@ fn cross_entropy_is_finite_for_huge_logits() {
 
 #[test]
 fn loss_sums_add() {
-    let mut a = LossSums { loss: 1.5, seed_error: 0.25, correct: 3 };
-    a.add(&LossSums { loss: 2.0, seed_error: 0.5, correct: 4 });
-    assert_eq!(a, LossSums { loss: 3.5, seed_error: 0.75, correct: 7 });
+    let mut a = LossSums { loss: 1.5, cross_entropy: 1.0, seed_error: 0.25, correct: 3 };
+    a.add(&LossSums { loss: 2.0, cross_entropy: 0.5, seed_error: 0.5, correct: 4 });
+    assert_eq!(a, LossSums { loss: 3.5, cross_entropy: 1.5, seed_error: 0.75, correct: 7 });
 }
 
 #[test]

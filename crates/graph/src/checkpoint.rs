@@ -1,0 +1,178 @@
+//! Parameters (or optimizer state) to and from safetensors.
+//!
+//! Tensor names and shapes follow PyTorch (`conv1.weight [20, 3, 3, 3]`,
+//! `fc1.weight [120, 1280]`), so `safetensors.torch.load_file` opens a
+//! checkpoint directly. The header's metadata carries the model spec (JSON)
+//! and input shape, so a checkpoint alone is enough to rebuild its `Plan`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::plan::{Plan, Shape};
+use crate::spec::ModelSpec;
+
+/// Metadata keys this module writes and reads.
+pub const META_SPEC: &str = "gapnet.spec";
+pub const META_INPUT: &str = "gapnet.input";
+
+/// Which flat arena of the plan a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arena {
+    Params,
+    /// SGD momentum buffers, same names and shapes as the parameters.
+    Velocity,
+}
+
+/// A checkpoint that cannot be used, with the reason in one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointError(pub String);
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+fn fail<T>(message: String) -> Result<T, CheckpointError> {
+    Err(CheckpointError(message))
+}
+
+impl Plan {
+    fn arena(&self, arena: Arena) -> &[f32] {
+        match arena {
+            Arena::Params => &self.params,
+            Arena::Velocity => &self.velocity,
+        }
+    }
+
+    /// Serialise one arena as safetensors bytes. `metadata` is stored in the
+    /// header beside the model spec and input shape.
+    pub fn to_safetensors(&self, arena: Arena, mut metadata: HashMap<String, String>) -> Vec<u8> {
+        let data = self.arena(arena);
+        metadata.insert(META_SPEC.into(), serde_json::to_string(&self.spec).expect("spec serialises"));
+        let input = [self.input.c, self.input.h, self.input.w];
+        metadata.insert(META_INPUT.into(), serde_json::to_string(&input).expect("shape serialises"));
+        let views = self.tensors.iter().map(|t| {
+            let bytes: &[u8] = bytemuck::cast_slice(&data[t.range.clone()]);
+            (t.name.clone(), TensorView::new(Dtype::F32, t.shape.clone(), bytes).expect("sizes agree"))
+        });
+        safetensors::serialize(views, Some(metadata)).expect("well-formed tensors serialise")
+    }
+
+    /// Fill one arena from safetensors bytes (`source` names the file in
+    /// errors). Every tensor of the model must be present with the same
+    /// shape and hold only finite f32 values; nothing is changed on error.
+    /// Returns the header's metadata.
+    pub fn load_safetensors(
+        &mut self,
+        arena: Arena,
+        bytes: &[u8],
+        source: &str,
+    ) -> Result<HashMap<String, String>, CheckpointError> {
+        let (file, metadata) = parse(bytes, source)?;
+        let mut values = vec![0.0f32; self.params.len()];
+        for t in &self.tensors {
+            let view = match file.tensor(&t.name) {
+                Ok(view) => view,
+                Err(_) => {
+                    let found = file.names().into_iter().map(String::from).collect::<Vec<_>>().join(", ");
+                    return fail(format!("{source}: tensor {} is missing (the file holds: {found})", t.name));
+                }
+            };
+            if view.dtype() != Dtype::F32 {
+                return fail(format!("{source}: tensor {} is {:?}, expected F32", t.name, view.dtype()));
+            }
+            if view.shape() != t.shape.as_slice() {
+                return fail(format!(
+                    "{source}: tensor {} has shape {:?} but model {} expects {:?}",
+                    t.name,
+                    view.shape(),
+                    self.spec.name,
+                    t.shape
+                ));
+            }
+            let dst = &mut values[t.range.clone()];
+            for (i, (v, b)) in dst.iter_mut().zip(view.data().chunks_exact(4)).enumerate() {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                if !v.is_finite() {
+                    return fail(format!("{source}: tensor {} holds {} at element {i}", t.name, *v));
+                }
+            }
+        }
+        let expected = self.tensors.len();
+        if file.len() != expected {
+            let extra: Vec<String> = file
+                .names()
+                .into_iter()
+                .filter(|n| !self.tensors.iter().any(|t| t.name == *n))
+                .map(String::from)
+                .collect();
+            return fail(format!("{source}: unexpected tensors for model {}: {}", self.spec.name, extra.join(", ")));
+        }
+        match arena {
+            Arena::Params => self.params.copy_from_slice(&values),
+            Arena::Velocity => self.velocity.copy_from_slice(&values),
+        }
+        Ok(metadata)
+    }
+}
+
+fn parse<'a>(bytes: &'a [u8], source: &str) -> Result<(SafeTensors<'a>, HashMap<String, String>), CheckpointError> {
+    let file = SafeTensors::deserialize(bytes)
+        .or_else(|e| fail(format!("{source}: not a readable safetensors file ({e})")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .or_else(|e| fail(format!("{source}: not a readable safetensors file ({e})")))?;
+    Ok((file, header.metadata().clone().unwrap_or_default()))
+}
+
+/// The model spec, input shape and metadata stored in a checkpoint, enough
+/// to build the `Plan` it belongs to.
+pub fn read_model(bytes: &[u8], source: &str) -> Result<(ModelSpec, Shape, HashMap<String, String>), CheckpointError> {
+    let (_, metadata) = parse(bytes, source)?;
+    let Some(spec) = metadata.get(META_SPEC) else {
+        return fail(format!("{source}: no model spec in the header (not written by gapnet?)"));
+    };
+    let spec: ModelSpec =
+        serde_json::from_str(spec).or_else(|e| fail(format!("{source}: unreadable model spec in the header: {e}")))?;
+    let input = metadata.get(META_INPUT).map(|s| serde_json::from_str::<[usize; 3]>(s));
+    let Some(Ok([c, h, w])) = input else {
+        return fail(format!("{source}: no readable input shape in the header"));
+    };
+    Ok((spec, Shape::new(c, h, w), metadata))
+}
+
+/// Write `bytes` to `path` so that a crash at any moment leaves either the
+/// old file or the new one, never a torn one: write a temporary file in the
+/// same folder, fsync it, rename it over `path`, fsync the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        // Make the rename itself durable (best effort: not every platform
+        // can open a directory).
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
