@@ -4,8 +4,12 @@
 //! `fc1.weight [120, 1280]`), so `safetensors.torch.load_file` opens a
 //! checkpoint directly. The header's metadata carries the model spec (JSON)
 //! and input shape, so a checkpoint alone is enough to rebuild its `Plan`.
+//!
+//! All of our metadata sits under one header key, `gapnet`, as a JSON
+//! object with sorted keys: safetensors stores its metadata map in hash
+//! order, and one key keeps the file bytes identical for identical state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -16,16 +20,30 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::plan::{Plan, Shape};
 use crate::spec::ModelSpec;
 
-/// Metadata keys this module writes and reads.
-pub const META_SPEC: &str = "gapnet.spec";
-pub const META_INPUT: &str = "gapnet.input";
+/// The header key holding our metadata, and the entries this module adds.
+pub const META_KEY: &str = "gapnet";
+pub const META_SPEC: &str = "spec";
+pub const META_INPUT: &str = "input";
 
-/// Which flat arena of the plan a file holds.
+/// Metadata stored with a checkpoint: sorted, so files are reproducible.
+pub type Metadata = BTreeMap<String, String>;
+
+/// A flat arena of the plan, as stored in a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arena {
+    /// Stored under the tensor names themselves (`conv1.weight`).
     Params,
-    /// SGD momentum buffers, same names and shapes as the parameters.
+    /// SGD momentum buffers, stored as `velocity.conv1.weight`, ...
     Velocity,
+}
+
+impl Arena {
+    fn prefix(self) -> &'static str {
+        match self {
+            Arena::Params => "",
+            Arena::Velocity => "velocity.",
+        }
+    }
 }
 
 /// A checkpoint that cannot be used, with the reason in one line.
@@ -52,95 +70,113 @@ impl Plan {
         }
     }
 
-    /// Serialise one arena as safetensors bytes. `metadata` is stored in the
-    /// header beside the model spec and input shape.
-    pub fn to_safetensors(&self, arena: Arena, mut metadata: HashMap<String, String>) -> Vec<u8> {
-        let data = self.arena(arena);
+    /// Serialise some arenas as one safetensors file. `metadata` is stored
+    /// in the header beside the model spec and input shape. A file of
+    /// `[Arena::Params]` alone is what PyTorch loads as a state dict.
+    pub fn to_safetensors(&self, arenas: &[Arena], mut metadata: Metadata) -> Vec<u8> {
         metadata.insert(META_SPEC.into(), serde_json::to_string(&self.spec).expect("spec serialises"));
         let input = [self.input.c, self.input.h, self.input.w];
         metadata.insert(META_INPUT.into(), serde_json::to_string(&input).expect("shape serialises"));
-        let views = self.tensors.iter().map(|t| {
-            let bytes: &[u8] = bytemuck::cast_slice(&data[t.range.clone()]);
-            (t.name.clone(), TensorView::new(Dtype::F32, t.shape.clone(), bytes).expect("sizes agree"))
+        let views = arenas.iter().flat_map(|&arena| {
+            let data = self.arena(arena);
+            self.tensors.iter().map(move |t| {
+                let bytes: &[u8] = bytemuck::cast_slice(&data[t.range.clone()]);
+                let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes).expect("sizes agree");
+                (format!("{}{}", arena.prefix(), t.name), view)
+            })
         });
-        safetensors::serialize(views, Some(metadata)).expect("well-formed tensors serialise")
+        let header = HashMap::from([(
+            META_KEY.to_string(),
+            serde_json::to_string(&metadata).expect("strings serialise"),
+        )]);
+        safetensors::serialize(views, Some(header)).expect("well-formed tensors serialise")
     }
 
-    /// Fill one arena from safetensors bytes (`source` names the file in
-    /// errors). Every tensor of the model must be present with the same
-    /// shape and hold only finite f32 values; nothing is changed on error.
-    /// Returns the header's metadata.
+    /// Fill the given arenas from safetensors bytes (`source` names the
+    /// file in errors). Every tensor they need must be present with the
+    /// model's shape and hold only finite f32 values, and the file may hold
+    /// nothing else; nothing is changed on error. Returns the metadata.
     pub fn load_safetensors(
         &mut self,
-        arena: Arena,
+        arenas: &[Arena],
         bytes: &[u8],
         source: &str,
-    ) -> Result<HashMap<String, String>, CheckpointError> {
+    ) -> Result<Metadata, CheckpointError> {
         let (file, metadata) = parse(bytes, source)?;
-        let mut values = vec![0.0f32; self.params.len()];
-        for t in &self.tensors {
-            let view = match file.tensor(&t.name) {
-                Ok(view) => view,
-                Err(_) => {
+        let mut loaded = Vec::with_capacity(arenas.len());
+        for &arena in arenas {
+            let mut values = vec![0.0f32; self.params.len()];
+            for t in &self.tensors {
+                let name = format!("{}{}", arena.prefix(), t.name);
+                let Ok(view) = file.tensor(&name) else {
                     let found = file.names().into_iter().map(String::from).collect::<Vec<_>>().join(", ");
-                    return fail(format!("{source}: tensor {} is missing (the file holds: {found})", t.name));
+                    return fail(format!("{source}: tensor {name} is missing (the file holds: {found})"));
+                };
+                if view.dtype() != Dtype::F32 {
+                    return fail(format!("{source}: tensor {name} is {:?}, expected F32", view.dtype()));
                 }
+                if view.shape() != t.shape.as_slice() {
+                    return fail(format!(
+                        "{source}: tensor {name} has shape {:?} but model {} expects {:?}",
+                        view.shape(),
+                        self.spec.name,
+                        t.shape
+                    ));
+                }
+                let dst = &mut values[t.range.clone()];
+                for (i, (v, b)) in dst.iter_mut().zip(view.data().chunks_exact(4)).enumerate() {
+                    *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if !v.is_finite() {
+                        return fail(format!("{source}: tensor {name} holds {} at element {i}", *v));
+                    }
+                }
+            }
+            loaded.push((arena, values));
+        }
+        if file.len() != self.tensors.len() * arenas.len() {
+            let known = |n: &str| {
+                arenas.iter().any(|a| self.tensors.iter().any(|t| n == format!("{}{}", a.prefix(), t.name)))
             };
-            if view.dtype() != Dtype::F32 {
-                return fail(format!("{source}: tensor {} is {:?}, expected F32", t.name, view.dtype()));
-            }
-            if view.shape() != t.shape.as_slice() {
-                return fail(format!(
-                    "{source}: tensor {} has shape {:?} but model {} expects {:?}",
-                    t.name,
-                    view.shape(),
-                    self.spec.name,
-                    t.shape
-                ));
-            }
-            let dst = &mut values[t.range.clone()];
-            for (i, (v, b)) in dst.iter_mut().zip(view.data().chunks_exact(4)).enumerate() {
-                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                if !v.is_finite() {
-                    return fail(format!("{source}: tensor {} holds {} at element {i}", t.name, *v));
-                }
-            }
+            let extra: Vec<String> =
+                file.names().into_iter().filter(|n| !known(n)).map(String::from).collect();
+            return fail(format!(
+                "{source}: unexpected tensors for model {}: {}",
+                self.spec.name,
+                extra.join(", ")
+            ));
         }
-        let expected = self.tensors.len();
-        if file.len() != expected {
-            let extra: Vec<String> = file
-                .names()
-                .into_iter()
-                .filter(|n| !self.tensors.iter().any(|t| t.name == *n))
-                .map(String::from)
-                .collect();
-            return fail(format!("{source}: unexpected tensors for model {}: {}", self.spec.name, extra.join(", ")));
-        }
-        match arena {
-            Arena::Params => self.params.copy_from_slice(&values),
-            Arena::Velocity => self.velocity.copy_from_slice(&values),
+        for (arena, values) in loaded {
+            match arena {
+                Arena::Params => self.params.copy_from_slice(&values),
+                Arena::Velocity => self.velocity.copy_from_slice(&values),
+            }
         }
         Ok(metadata)
     }
 }
 
-fn parse<'a>(bytes: &'a [u8], source: &str) -> Result<(SafeTensors<'a>, HashMap<String, String>), CheckpointError> {
+fn parse<'a>(bytes: &'a [u8], source: &str) -> Result<(SafeTensors<'a>, Metadata), CheckpointError> {
     let file = SafeTensors::deserialize(bytes)
         .or_else(|e| fail(format!("{source}: not a readable safetensors file ({e})")))?;
     let (_, header) = SafeTensors::read_metadata(bytes)
         .or_else(|e| fail(format!("{source}: not a readable safetensors file ({e})")))?;
-    Ok((file, header.metadata().clone().unwrap_or_default()))
+    let metadata = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
+        Some(json) => serde_json::from_str(json)
+            .or_else(|e| fail(format!("{source}: unreadable {META_KEY:?} metadata in the header ({e})")))?,
+        None => Metadata::new(),
+    };
+    Ok((file, metadata))
 }
 
 /// The model spec, input shape and metadata stored in a checkpoint, enough
 /// to build the `Plan` it belongs to.
-pub fn read_model(bytes: &[u8], source: &str) -> Result<(ModelSpec, Shape, HashMap<String, String>), CheckpointError> {
+pub fn read_model(bytes: &[u8], source: &str) -> Result<(ModelSpec, Shape, Metadata), CheckpointError> {
     let (_, metadata) = parse(bytes, source)?;
     let Some(spec) = metadata.get(META_SPEC) else {
         return fail(format!("{source}: no model spec in the header (not written by gapnet?)"));
     };
-    let spec: ModelSpec =
-        serde_json::from_str(spec).or_else(|e| fail(format!("{source}: unreadable model spec in the header: {e}")))?;
+    let spec: ModelSpec = serde_json::from_str(spec)
+        .or_else(|e| fail(format!("{source}: unreadable model spec in the header: {e}")))?;
     let input = metadata.get(META_INPUT).map(|s| serde_json::from_str::<[usize; 3]>(s));
     let Some(Ok([c, h, w])) = input else {
         return fail(format!("{source}: no readable input shape in the header"));

@@ -17,9 +17,9 @@ pub mod optim;
 pub mod plan;
 pub mod spec;
 
-pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError};
+pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata};
 pub use exec::{lane_range, Reduction};
-pub use kernel::{Loss, LossSums};
+pub use kernel::{argmax, Loss, LossSums};
 pub use optim::{sgd_update, Sgd};
 pub use plan::{Init, Node, Op, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};
 pub use spec::{preset, LayerSpec, ModelSpec, PRESETS};

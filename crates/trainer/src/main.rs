@@ -1,19 +1,196 @@
-//! The gapnet program. For now it prints the two models of the episode and
-//! their cost; the training loop, data loading and the CLI come with the
-//! trainer issue.
+//! `trainer`: train, compare and evaluate the episode's CNNs on CIFAR-10.
+//! The program owns I/O, the command line and the loop; the numerics live
+//! in the graph and kernel crates.
 
-use graph::{preset, Plan, Shape};
+mod augment;
+mod cli;
+mod data;
+mod eval;
+mod metrics;
+mod plot;
+mod train;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use cli::{Cli, Command, CompareArgs, TrainArgs};
+use train::{RunConfig, CONFIG, CURVES};
 
 fn main() {
-    for name in ["seed-fc", "seed-gap"] {
-        let spec = preset(name).expect("built-in preset");
-        match Plan::new(&spec, Shape::new(3, 32, 32), 64) {
-            Ok(plan) => println!("{}", plan.summary()),
-            Err(e) => {
-                eprintln!("error: {name}: {e}");
-                std::process::exit(1);
-            }
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Train(args)) => train_command(args),
+        Some(Command::Compare(args)) => compare_command(args),
+        Some(Command::Eval(args)) => {
+            set_threads(args.threads)?;
+            eval::run(&args)
+        }
+        None => compare_command(CompareArgs::parse_defaults()),
+    }
+}
+
+impl CompareArgs {
+    /// `trainer` alone means `trainer compare` with every default.
+    fn parse_defaults() -> CompareArgs {
+        match cli::Cli::parse_from(["trainer", "compare"]).command {
+            Some(Command::Compare(args)) => args,
+            _ => unreachable!("`compare` parses as the compare command"),
         }
     }
-    println!("Training from the command line is not implemented yet; see README.md.");
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(0) => bail!("--threads 0: use 1 or more (or leave it out to use every core)"),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("--threads: cannot start the thread pool"),
+        None => Ok(()),
+    }
+}
+
+/// `runs/<name>-<UTC timestamp>`.
+fn default_out(name: &str) -> PathBuf {
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace(':', "");
+    let stem = Path::new(name).file_stem().map_or(name.into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from("runs").join(format!("{stem}-{stamp}"))
+}
+
+/// Create a fresh output folder, refusing one that already holds a run.
+fn fresh_out(out: &Path) -> Result<()> {
+    if out.join(CONFIG).exists() {
+        bail!(
+            "{}: already holds a run; pass --resume {} to continue it, or choose another --out",
+            out.display(),
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
+    let probe = out.join(".write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("--out {}: the folder is not writable", out.display()))?;
+    std::fs::remove_file(probe).ok();
+    Ok(())
+}
+
+fn load_data(config: &RunConfig) -> Result<data::Splits> {
+    let splits = data::load(&config.data, &config.classes)?;
+    train::prepare_data(splits, config)
+}
+
+fn train_command(args: TrainArgs) -> Result<()> {
+    set_threads(args.run.threads)?;
+    let (config, out, resume) = match &args.resume {
+        Some(dir) => {
+            let path = dir.join(CONFIG);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("--resume {}: no run there ({} is missing)", dir.display(), path.display())
+            })?;
+            let mut config: RunConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a run configuration", path.display()))?;
+            if let Some(epochs) = args.run.epochs {
+                config.epochs = epochs;
+            }
+            (config, dir.clone(), true)
+        }
+        None => {
+            let dir = data::locate(args.run.data.as_deref())?;
+            let config = train::configure(&args.model, &args.run, &dir)?;
+            let out = args.run.out.clone().unwrap_or_else(|| default_out(&args.model));
+            fresh_out(&out)?;
+            (config, out, false)
+        }
+    };
+    let splits = load_data(&config)?;
+    println!(
+        "training {} ({:?} recipe) on {} train / {} test images from {}; output in {}",
+        config.model,
+        config.recipe,
+        splits.train.len(),
+        splits.test.len(),
+        splits.dir.display(),
+        out.display()
+    );
+    let outcome = train::run(&config, &out, &splits, resume)?;
+    let last = outcome.rows.last().context("no epochs were run")?;
+    println!(
+        "done: test accuracy {:.4} (best {:.4}); files in {}",
+        last.test_acc,
+        outcome.best_test_acc(),
+        outcome.out.display()
+    );
+    Ok(())
+}
+
+fn compare_command(args: CompareArgs) -> Result<()> {
+    set_threads(args.run.threads)?;
+    let models: Vec<&str> = args.models.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+    if models.is_empty() {
+        bail!("--models: name at least one model");
+    }
+    let dir = data::locate(args.run.data.as_deref())?;
+    let configs = models.iter().map(|m| train::configure(m, &args.run, &dir)).collect::<Result<Vec<_>>>()?;
+    let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
+    let splits = load_data(&configs[0])?;
+    println!(
+        "comparing {} on {} train / {} test images from {}, {} epochs each; output in {}",
+        models.join(", "),
+        splits.train.len(),
+        splits.test.len(),
+        splits.dir.display(),
+        configs[0].epochs,
+        root.display()
+    );
+    let mut outcomes = Vec::new();
+    for config in &configs {
+        let out = root.join(Path::new(&config.model).file_stem().unwrap_or_default());
+        fresh_out(&out)?;
+        outcomes.push((config, train::run(config, &out, &splits, false)?));
+    }
+    let series: Vec<plot::Series> =
+        outcomes.iter().map(|(c, o)| plot::Series { label: c.model.as_str(), rows: &o.rows }).collect();
+    plot::plot_curves(&root.join(CURVES), &series)?;
+    let table = compare_table(&outcomes);
+    std::fs::write(root.join("summary.md"), &table)
+        .with_context(|| format!("{}: cannot write", root.display()))?;
+    println!("\n{table}");
+    println!("curves: {}  per-model runs: {}/<model>/", root.join(CURVES).display(), root.display());
+    Ok(())
+}
+
+/// The side-by-side table of a comparison, as Markdown.
+fn compare_table(outcomes: &[(&RunConfig, train::Outcome)]) -> String {
+    let mut t = String::from(
+        "| model | params | test acc | best test acc | train CE | seed error | seconds | images/s |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for (config, o) in outcomes {
+        let last = o.rows.last().expect("every run trains at least one epoch");
+        let seconds: f64 = o.rows.iter().map(|r| r.seconds).sum();
+        let speed = o.rows.iter().map(|r| r.images_per_s).sum::<f64>() / o.rows.len() as f64;
+        t += &format!(
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |\n",
+            config.model,
+            o.params,
+            last.test_acc,
+            o.best_test_acc(),
+            last.train_ce,
+            last.train_seed_error,
+            seconds,
+            speed
+        );
+    }
+    t
 }

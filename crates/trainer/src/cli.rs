@@ -1,0 +1,136 @@
+//! The command line: `trainer [train|compare|eval] ...`. With no
+//! subcommand the trainer runs `compare` with its defaults: the episode's
+//! FC head against its GAP head.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Train and compare small CNNs on CIFAR-10: a fully connected head against Global Average Pooling",
+    long_about = "Train and compare small CNNs on CIFAR-10 (airplane vs ship by default).\n\n\
+                  With no subcommand, runs `trainer compare`: seed-fc against seed-gap, then prints a side-by-side table."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train one model and write metrics, plots and checkpoints
+    Train(TrainArgs),
+    /// Train several models with the same settings and compare them
+    Compare(CompareArgs),
+    /// Evaluate a checkpoint on the test split: accuracy, per class, confusion matrix
+    Eval(EvalArgs),
+}
+
+/// The two training recipes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recipe {
+    /// Cross-entropy, SGD momentum 0.9, weight decay 5e-4, cosine schedule, He init, batch 64
+    Modern,
+    /// The original engine: squared error on softmax, plain SGD lr 0.01, gradients summed over batch 200, N(0, 1/9) conv init, no conv bias
+    Seed,
+}
+
+/// Learning-rate schedules, applied per epoch.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// x0.1 at 50% and again at 75% of the epochs
+    Step,
+    /// Half a cosine from lr down to 0 over the run
+    Cosine,
+}
+
+/// Settings shared by `train` and `compare`. Unset values take the
+/// recipe's defaults.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Epochs to train (default: 30)
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per mini-batch (default: 64 modern, 200 seed)
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Learning rate (default: 0.01 for FC heads, 0.05 for GAP heads in the modern recipe; 0.01 seed)
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Training recipe
+    #[arg(long, value_enum, default_value_t = Recipe::Modern)]
+    pub recipe: Recipe,
+    /// Learning-rate schedule (default: cosine modern, constant seed)
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
+    /// Dataset folder (else $CIFAR10_DIR, else the search path in the README)
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Classes to train on, by name, comma-separated
+    #[arg(long, default_value = "airplane,ship")]
+    pub classes: String,
+    /// Use only the first N training images
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N test images
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    /// Seed for initialisation, shuffling and augmentation
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker threads (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Turn off random crops and flips
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Write a checkpoint every N epochs (and always at the end)
+    #[arg(long, default_value_t = 1)]
+    pub checkpoint_every: usize,
+    /// Output folder (default: runs/<model>-<timestamp>)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// A preset (seed-fc, seed-gap, seed-fc20, wide-gap, *-valid) or a model spec file (.toml)
+    #[arg(long, default_value = "seed-gap")]
+    pub model: String,
+    /// Continue the run in this folder from its last checkpoint (its settings are reused; --epochs may extend it)
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Models to compare, comma-separated presets or spec files
+    #[arg(long, default_value = "seed-fc,seed-gap")]
+    pub models: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A model.safetensors written by `trainer train`
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Dataset folder (else $CIFAR10_DIR, else the search path)
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Use only the first N test images
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    /// Worker threads (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+}

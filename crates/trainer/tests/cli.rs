@@ -1,0 +1,196 @@
+//! End to end: the real `trainer` binary on small generated CIFAR files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const RECORD: usize = 3073;
+
+/// A two-class CIFAR folder (train.bin, test.bin, batches.meta.txt) with
+/// learnable images: airplanes (label 0) bright at the top, ships (label 8)
+/// bright at the bottom, plus noise.
+fn make_data(dir: &Path, train: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 12345u64;
+    let mut noise = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 56) as u8 / 2
+    };
+    for (name, n) in [("train.bin", train), ("test.bin", test)] {
+        let mut bytes = Vec::with_capacity(n * RECORD);
+        for i in 0..n {
+            let label = if i % 2 == 0 { 0u8 } else { 8u8 };
+            bytes.push(label);
+            for _c in 0..3 {
+                for row in 0..32 {
+                    for _col in 0..32 {
+                        let bright = (row < 16) == (label == 0);
+                        bytes.push(noise() + if bright { 120 } else { 0 });
+                    }
+                }
+            }
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let names = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
+    std::fs::write(dir.join("batches.meta.txt"), names).unwrap();
+}
+
+fn trainer(args: &[&str]) -> Output {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_trainer")).args(args).env_remove("CIFAR10_DIR").output().unwrap();
+    assert!(
+        out.status.success(),
+        "trainer {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gapnet-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_writes_every_output_and_eval_reproduces_the_accuracy() {
+    let root = tmp("train");
+    let (data, out) = (root.join("data"), root.join("run"));
+    make_data(&data, 300, 100);
+    let args =
+        ["--model", "seed-gap", "--epochs", "2", "--batch", "10", "--data", s(&data), "--out", s(&out)];
+    let run = trainer(&[&["train", "--threads", "2"][..], &args].concat());
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("epoch   2/2"), "{stdout}");
+
+    for file in [
+        "config.json",
+        "metrics.csv",
+        "metrics.jsonl",
+        "curves.png",
+        "model.safetensors",
+        "state.safetensors",
+    ] {
+        let len = std::fs::metadata(out.join(file)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{file} missing or empty");
+    }
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,lr,train_ce,train_seed_error,train_acc,test_ce,test_acc,seconds,images_per_s"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    let last: Vec<f64> = lines[2].split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(last.len(), 9);
+    assert_eq!(last[0], 2.0);
+    for (i, v) in last.iter().enumerate() {
+        assert!(v.is_finite() && *v >= 0.0, "column {i} = {v}");
+    }
+    assert!(last[4] > 0.6 && last[6] > 0.6, "the easy generated task should be learnt: {}", lines[2]);
+    assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 2);
+    let png = std::fs::read(out.join("curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // eval on the saved checkpoint gives exactly the final test accuracy
+    let eval = trainer(&["eval", "--checkpoint", s(&out.join("model.safetensors")), "--data", s(&data)]);
+    let text = String::from_utf8_lossy(&eval.stdout);
+    let acc: f64 =
+        text.split("test accuracy ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(format!("{acc:.4}"), format!("{:.4}", last[6]), "{text}");
+    let correct = (last[6] * 100.0).round() as usize;
+    assert!(text.contains(&format!("({correct}/100 images)")), "{text}");
+    assert!(
+        text.contains("confusion matrix") && text.contains("airplane") && text.contains("ship"),
+        "{text}"
+    );
+
+    // a second run into the same folder is refused rather than overwriting it
+    let again = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["train", "--epochs", "1", "--data", s(&data), "--out", s(&out)])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn resume_continues_bit_identically() {
+    let root = tmp("resume");
+    let data = root.join("data");
+    make_data(&data, 200, 40);
+    let (straight, resumed) = (root.join("straight"), root.join("resumed"));
+    let common =
+        ["--model", "seed-fc", "--data", s(&data), "--batch", "32", "--schedule", "constant", "--seed", "9"];
+    trainer(&[&["train", "--epochs", "3", "--out", s(&straight)][..], &common].concat());
+    trainer(&[&["train", "--epochs", "2", "--out", s(&resumed)][..], &common].concat());
+    let before = std::fs::read(resumed.join("model.safetensors")).unwrap();
+    let run = trainer(&["train", "--resume", s(&resumed), "--epochs", "3"]);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("resuming"));
+    let a = std::fs::read(straight.join("state.safetensors")).unwrap();
+    let b = std::fs::read(resumed.join("state.safetensors")).unwrap();
+    assert!(a == b, "resumed parameters and momentum differ from the uninterrupted run");
+    assert_ne!(before, std::fs::read(resumed.join("model.safetensors")).unwrap(), "resume trained nothing");
+    let rows = std::fs::read_to_string(resumed.join("metrics.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 4, "{rows}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn compare_prints_a_table_and_one_plot_for_all_models() {
+    let root = tmp("compare");
+    let data = root.join("data");
+    make_data(&data, 120, 40);
+    let out = root.join("cmp");
+    let run = trainer(&[
+        "compare",
+        "--models",
+        "seed-gap,seed-fc20",
+        "--epochs",
+        "1",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("| model |") && stdout.contains("| seed-gap |") && stdout.contains("| seed-fc20 |"),
+        "{stdout}"
+    );
+    for file in ["curves.png", "summary.md", "seed-gap/model.safetensors", "seed-fc20/metrics.csv"] {
+        assert!(out.join(file).exists(), "{file}");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn bad_flags_are_one_line_errors() {
+    let root = tmp("flags");
+    let data = root.join("data");
+    make_data(&data, 20, 10);
+    for (args, needle) in [
+        (vec!["train", "--batch", "0"], "--batch 0"),
+        (vec!["train", "--lr", "-1"], "--lr -1"),
+        (vec!["train", "--lr", "NaN"], "--lr NaN"),
+        (vec!["train", "--threads", "0"], "--threads 0"),
+        (vec!["train", "--model", "no-such-model"], "not a preset"),
+        (vec!["train", "--classes", "airplane,unicorn"], "unicorn"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(&args)
+            .args(["--data", s(&data), "--out", s(&root.join("o"))])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
