@@ -40,6 +40,16 @@ fn parameter_counts_and_costs_match_the_design_notes() {
     assert_eq!(gap.params().len(), 7_842);
     let macs: Vec<usize> = fc.nodes().iter().map(|n| n.macs()).filter(|&m| m > 0).collect();
     assert_eq!(macs, [552_960, 921_600, 230_400, 153_600, 10_080, 168]);
+    // The figures the README's preset table quotes.
+    for (name, params, macs) in [
+        ("seed-fc", 171_854, 1_868_808),
+        ("seed-gap", 7_842, 1_705_000),
+        ("seed-fc20", 33_462, 1_730_600),
+        ("wide-gap", 93_378, 10_322_048),
+    ] {
+        let p = plan(name);
+        assert_eq!((p.params().len(), p.forward_macs()), (params, macs), "{name}");
+    }
 }
 
 #[test]

@@ -111,7 +111,7 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
         model: model.to_string(),
         spec,
         recipe: args.recipe,
-        epochs: args.epochs.unwrap_or(30),
+        epochs: args.epochs.unwrap_or(35),
         batch: args.batch.unwrap_or(if modern { 64 } else { 200 }),
         lr: args.lr.unwrap_or(default_lr),
         momentum: if modern { 0.9 } else { 0.0 },
@@ -229,12 +229,15 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, epoch as u64)));
         let bar = progress(train.len(), epoch, config.epochs);
         let mut sums = graph::LossSums::default();
+        let mut data_secs = 0.0;
         for idx in order.chunks(config.batch) {
+            let t = Instant::now();
             let (xs, ys) = (&mut x[..idx.len() * train.image_len()], &mut y[..idx.len()]);
             fill_batch(train, idx, &norm, augment, config.seed, epoch as u64, xs);
             for (label, &i) in ys.iter_mut().zip(idx) {
                 *label = train.labels[i];
             }
+            data_secs += t.elapsed().as_secs_f64();
             sums.add(&plan.train_step(xs, ys, config.loss(), config.reduction(), &sgd));
             if let Some(bar) = &bar {
                 bar.inc(idx.len() as u64);
@@ -261,7 +264,13 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
             seconds: started.elapsed().as_secs_f64(),
             images_per_s: n / train_secs,
         };
-        println!("{}", describe(&config.model, &row, config.epochs));
+        // Batch preparation (u8 -> normalised, augmented f32) runs between
+        // steps; its share of the training time is printed so it can be watched.
+        println!(
+            "{}  data {:.1}%",
+            describe(&config.model, &row, config.epochs),
+            100.0 * data_secs / train_secs
+        );
         rows.push(row);
         metrics::write_all(out, &rows)?;
         if epoch % config.checkpoint_every == 0 || epoch == config.epochs {
