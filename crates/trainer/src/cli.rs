@@ -50,6 +50,16 @@ pub enum Schedule {
     Cosine,
 }
 
+/// How pixels become network inputs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalize {
+    /// Scale to [0,1], then per-channel mean/std of the training split
+    Meanstd,
+    /// Scale to [0,1] only
+    Unit,
+}
+
 /// Settings shared by `train` and `compare`. Unset values take the
 /// recipe's defaults.
 #[derive(Args, Debug, Clone)]
@@ -69,6 +79,9 @@ pub struct RunArgs {
     /// Learning-rate schedule (default: cosine modern, constant seed)
     #[arg(long, value_enum)]
     pub schedule: Option<Schedule>,
+    /// Input normalisation (default: meanstd modern, unit seed)
+    #[arg(long, value_enum)]
+    pub normalize: Option<Normalize>,
     /// Dataset folder (else $CIFAR10_DIR, else the search path in the README)
     #[arg(long)]
     pub data: Option<PathBuf>,

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{fill_batch, Augment};
-use crate::cli::{Recipe, RunArgs, Schedule};
+use crate::cli::{Normalize, Recipe, RunArgs, Schedule};
 use crate::data::{Dataset, Normalizer, Splits};
 use crate::metrics::{self, EpochRow};
 use crate::plot;
@@ -36,6 +36,7 @@ pub struct RunConfig {
     pub momentum: f32,
     pub weight_decay: f32,
     pub schedule: Schedule,
+    pub normalize: Normalize,
     pub augment: bool,
     pub classes: Vec<String>,
     pub limit_train: Option<usize>,
@@ -117,6 +118,7 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
         momentum: if modern { 0.9 } else { 0.0 },
         weight_decay: if modern { 5e-4 } else { 0.0 },
         schedule: args.schedule.unwrap_or(if modern { Schedule::Cosine } else { Schedule::Constant }),
+        normalize: args.normalize.unwrap_or(if modern { Normalize::Meanstd } else { Normalize::Unit }),
         augment: !args.no_augment,
         classes,
         limit_train: args.limit_train,
@@ -195,7 +197,10 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
     let [c, h, w] = train.shape;
     let mut plan = Plan::new(&config.spec, Shape::new(c, h, w), config.batch)
         .map_err(|e| anyhow::anyhow!("model {}: {e}", config.model))?;
-    let norm = Normalizer::fit(train);
+    let norm = match config.normalize {
+        Normalize::Meanstd => Normalizer::fit(train),
+        Normalize::Unit => Normalizer::identity(c),
+    };
     let mut rows = Vec::new();
     let mut start = 1;
     if resume {
