@@ -88,6 +88,14 @@ fn maxpool_forward_with<const K: usize, const S: usize>(
             let y1 = (y0 + size).min(s.h);
             let yrow = &mut yp[oy * wo..(oy + 1) * wo];
             let arow = &mut ap[oy * wo..(oy + 1) * wo];
+            if K == 3 && S == 2 && y1 - y0 == 3 {
+                // Whole 3x3 windows: all nine values in registers, one store.
+                let rows = &src[y0 * s.w..(y0 + 3) * s.w];
+                let at = (base + y0 * s.w) as u32;
+                window_max_3s2(rows, s.w, full, at, &mut yrow[..full], &mut arow[..full]);
+                edge_windows(s, src, base, y0, y1, full, yrow, arow);
+                continue;
+            }
             // Walk the window row by row, keeping the running maximum in the
             // output row itself; a later row wins only if strictly greater.
             for iy in y0..y1 {
@@ -113,22 +121,65 @@ fn maxpool_forward_with<const K: usize, const S: usize>(
                         }
                     }
                 }
-                for ox in full..wo {
-                    let x0 = ox * stride;
-                    let x1 = (x0 + size).min(s.w);
-                    let (mut bv, mut bi) = (row[x0], x0);
-                    for (ix, &v) in row.iter().enumerate().take(x1).skip(x0 + 1) {
-                        if v > bv {
-                            (bv, bi) = (v, ix);
-                        }
-                    }
-                    if iy == y0 || bv > yrow[ox] {
-                        yrow[ox] = bv;
-                        arow[ox] = at + bi as u32;
-                    }
+            }
+            edge_windows(s, src, base, y0, y1, full, yrow, arow);
+        }
+    }
+}
+
+/// The windows `full..` of one output row, cut off by the right edge.
+#[allow(clippy::too_many_arguments)]
+fn edge_windows(
+    s: &MaxPool2d,
+    src: &[f32],
+    base: usize,
+    y0: usize,
+    y1: usize,
+    full: usize,
+    yrow: &mut [f32],
+    arow: &mut [u32],
+) {
+    for ox in full..yrow.len() {
+        let x0 = ox * s.stride;
+        let x1 = (x0 + s.size).min(s.w);
+        let (mut bv, mut bi) = (src[y0 * s.w + x0], y0 * s.w + x0);
+        for iy in y0..y1 {
+            for ix in x0..x1 {
+                let v = src[iy * s.w + ix];
+                if v > bv {
+                    (bv, bi) = (v, iy * s.w + ix);
                 }
             }
         }
+        yrow[ox] = bv;
+        arow[ox] = (base + bi) as u32;
+    }
+}
+
+/// A row of whole 3x3, stride-2 windows over `rows` (three input rows of
+/// width `w`), branch-free; `at` is the image index of `rows[0]`.
+fn window_max_3s2(rows: &[f32], w: usize, full: usize, at: u32, out: &mut [f32], arg: &mut [u32]) {
+    let r0 = &rows[..2 * full + 1];
+    let r1 = &rows[w..w + 2 * full + 1];
+    let r2 = &rows[2 * w..2 * w + 2 * full + 1];
+    let w = w as u32;
+    for (ox, (o, g)) in out.iter_mut().zip(arg.iter_mut()).enumerate() {
+        let i = 2 * ox;
+        let mut bv = r0[i];
+        let mut bi = i as u32;
+        for (dy, r) in [(0, r0), (w, r1), (2 * w, r2)] {
+            for dx in 0..3 {
+                if dy == 0 && dx == 0 {
+                    continue;
+                }
+                let v = r[i + dx];
+                let gt = v > bv;
+                bi = if gt { dy + (i + dx) as u32 } else { bi };
+                bv = if gt { v } else { bv };
+            }
+        }
+        *o = bv;
+        *g = at + bi;
     }
 }
 
