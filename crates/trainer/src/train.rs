@@ -246,7 +246,9 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
             sums.add(&plan.train_step(xs, ys, config.loss(), config.reduction(), &sgd));
             if let Some(bar) = &bar {
                 bar.inc(idx.len() as u64);
-                bar.set_message(format!("loss {:.4}", sums.cross_entropy / bar.position() as f64));
+                let seen = bar.position() as f64;
+                let rate = seen / started.elapsed().as_secs_f64();
+                bar.set_message(format!("loss {:.4}  {rate:.0} img/s", sums.cross_entropy / seen));
             }
         }
         let train_secs = started.elapsed().as_secs_f64();
@@ -340,7 +342,7 @@ fn progress(len: usize, epoch: usize, epochs: usize) -> Option<ProgressBar> {
         return None;
     }
     let bar = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len}  {msg}")
         .expect("valid template")
         .progress_chars("=> ");
     bar.set_style(style);
