@@ -1,60 +1,95 @@
-//! One training step (forward + backward + SGD) of `seed-fc` and `seed-gap`
-//! at batch 64, and the SGEMM ceiling measured in the same run.
+//! Whole-network speed of `seed-fc` and `seed-gap`, and the SGEMM ceiling
+//! measured in the same run.
 //!
-//! The ceiling is what the engine could reach if every flop ran at
-//! matrixmultiply's best speed: single-threaded 512x512x512 `sgemm`
-//! products running on every rayon thread at once (the way the engine
-//! calls SGEMM: one product per thread, never a threaded product).
-//! Criterion reports it as elements/s where one element is one flop.
+//! - `ceiling/sgemm_512`: single-threaded 512x512x512 `sgemm` products
+//!   running on every rayon thread at once (the way the engine calls SGEMM:
+//!   one product per thread, never a threaded product). Throughput in flops,
+//!   so criterion's elem/s reads as FLOP/s.
+//! - `train/<preset>/<batch>`: one training step (`Plan::train_step`:
+//!   forward, softmax-CE, backward, gradient reduction, SGD with momentum)
+//!   at batch 64 and 256; throughput in images.
+//! - `infer/<preset>/<batch>`: forward only (`Plan::predict`), images.
+//! - `threads/<preset>/<n>`: the batch-64 training step in a rayon pool of
+//!   1 thread and of all threads: the scaling.
 //!
-//! Useful step FLOPs per image = 3 x 2 x forward multiply-adds (forward,
-//! input gradient, weight gradient), e.g. ~11.2 MFLOP for seed-fc.
+//! Useful FLOPs of a training step = 3 x 2 x forward multiply-adds per image
+//! (`Plan::forward_macs`): ~11.2 MFLOP for seed-fc, ~10.2 for seed-gap.
+//! `cargo bench --bench summary` turns these into one table.
+
+mod common;
 
 use std::hint::black_box;
-use std::sync::Mutex;
+use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use graph::{preset, Init, Loss, Plan, Reduction, Sgd, Shape};
-use kernel::gemm::{sgemm, Mat};
+use common::{batch, plan, Ceiling, LOSS, PRESETS, REDUCTION, SGD};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-const N: usize = 512;
-
-fn sgemm_ceiling(c: &mut Criterion) {
-    let threads = rayon::current_num_threads();
-    let a: Vec<f32> = (0..N * N).map(|i| (i % 7) as f32 * 0.1).collect();
-    let b: Vec<f32> = (0..N * N).map(|i| (i % 5) as f32 * 0.1).collect();
-    let outs: Vec<Mutex<Vec<f32>>> = (0..threads).map(|_| Mutex::new(vec![0.0; N * N])).collect();
+fn ceiling(c: &mut Criterion) {
+    let ceiling = Ceiling::new();
     let mut group = c.benchmark_group("ceiling");
-    group.throughput(Throughput::Elements((2 * N * N * N * threads) as u64));
-    group.bench_function(format!("sgemm_512_x{threads}_threads_flops"), |bench| {
-        bench.iter(|| {
-            rayon::broadcast(|ctx| {
-                let mut out = outs[ctx.index()].lock().unwrap();
-                sgemm(1.0, Mat::rows(&a, N, N), Mat::rows(&b, N, N), 0.0, &mut out);
-            })
-        })
-    });
+    group.throughput(Throughput::Elements(ceiling.flops()));
+    let id = format!("sgemm_512_x{}_threads", rayon::current_num_threads());
+    group.bench_function(id, |bench| bench.iter(|| ceiling.run()));
     group.finish();
 }
 
-fn train_step(c: &mut Criterion) {
-    let batch = 64;
-    let mut group = c.benchmark_group("train_step_batch64");
-    group.throughput(Throughput::Elements(batch as u64));
-    for name in ["seed-fc", "seed-gap"] {
-        let mut plan = Plan::new(&preset(name).unwrap(), Shape::new(3, 32, 32), batch).unwrap();
-        plan.initialize(Init::He, 1);
-        let x: Vec<f32> = (0..batch * 3072).map(|i| (i * 7919 % 1000) as f32 / 1000.0).collect();
-        let y: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
-        let sgd = Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 };
-        let flops = 6 * plan.forward_macs();
-        eprintln!("{name}: {:.2} MFLOP per image per training step", flops as f64 / 1e6);
-        group.bench_function(format!("{name}_images"), |bench| {
-            bench.iter(|| black_box(plan.train_step(&x, &y, Loss::CrossEntropy, Reduction::Mean, &sgd)))
-        });
+fn train(c: &mut Criterion) {
+    let mut group = c.benchmark_group("train");
+    for name in PRESETS {
+        for n in [64, 256] {
+            let mut plan = plan(name, n);
+            let (x, y) = batch(n);
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(BenchmarkId::new(name, n), |bench| {
+                bench.iter(|| black_box(plan.train_step(&x, &y, LOSS, REDUCTION, &SGD)))
+            });
+        }
     }
     group.finish();
 }
 
-criterion_group!(benches, sgemm_ceiling, train_step);
+fn infer(c: &mut Criterion) {
+    let mut group = c.benchmark_group("infer");
+    for name in PRESETS {
+        for n in [64, 256] {
+            let mut plan = plan(name, n);
+            let (x, _) = batch(n);
+            let mut logits = vec![0.0; n * plan.classes()];
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(BenchmarkId::new(name, n), |bench| {
+                bench.iter(|| plan.predict(&x, black_box(&mut logits)))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn threads(c: &mut Criterion) {
+    let n = 64;
+    let all = rayon::current_num_threads();
+    let mut group = c.benchmark_group("threads");
+    group.throughput(Throughput::Elements(n as u64));
+    for name in PRESETS {
+        let mut plan = plan(name, n);
+        let (x, y) = batch(n);
+        let mut counts = vec![1, all];
+        counts.dedup();
+        for t in counts {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("a rayon pool");
+            group.bench_function(BenchmarkId::new(name, t), |bench| {
+                bench.iter(|| pool.install(|| black_box(plan.train_step(&x, &y, LOSS, REDUCTION, &SGD))))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = ceiling, train, infer, threads
+}
 criterion_main!(benches);
