@@ -10,15 +10,18 @@
 //! - [`exec`]: forward, backward, evaluate, predict over lanes of images.
 //! - [`optim`]: SGD with momentum and weight decay.
 //! - [`checkpoint`]: parameters and optimizer state as safetensors.
+//! - [`inspect`]: read-only health checks (dead ReLUs) and a memory bound.
 
 pub mod checkpoint;
 pub mod exec;
+pub mod inspect;
 pub mod optim;
 pub mod plan;
 pub mod spec;
 
 pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata};
 pub use exec::{lane_range, Reduction};
+pub use inspect::footprint_bytes;
 pub use kernel::{argmax, Loss, LossSums};
 pub use optim::{sgd_update, Sgd};
 pub use plan::{Init, Node, Op, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};

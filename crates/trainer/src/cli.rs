@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// Write a checkpoint every N epochs (and always at the end)
     #[arg(long, default_value_t = 1)]
     pub checkpoint_every: usize,
+    /// Skip (no update) a batch whose loss or gradient is NaN or infinite, and
+    /// count it, instead of stopping the run
+    #[arg(long)]
+    pub skip_nonfinite: bool,
     /// Output folder (default: runs/<model>-<timestamp>)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -116,7 +120,9 @@ pub struct TrainArgs {
     /// A preset (seed-fc, seed-gap, seed-fc20, wide-gap, *-valid) or a model spec file (.toml)
     #[arg(long, default_value = "seed-gap")]
     pub model: String,
-    /// Continue the run in this folder from its last checkpoint (its settings are reused; --epochs may extend it)
+    /// Continue the run in this folder from its last checkpoint, bit-identically (its settings are
+    /// reused; --epochs, --lr and --skip-nonfinite may change them). A folder whose run has no
+    /// checkpoint yet starts again from epoch 1
     #[arg(long)]
     pub resume: Option<PathBuf>,
     #[command(flatten)]

@@ -1,12 +1,13 @@
 //! `trainer eval`: a checkpoint on the test split: accuracy, per-class
 //! accuracy and the confusion matrix.
 
-use anyhow::{Context, Result};
-use graph::{argmax, read_model, Arena, Plan};
+use anyhow::{bail, Context, Result};
+use graph::{argmax, read_model, Arena, Plan, Shape};
 
 use crate::augment::fill_batch;
 use crate::cli::EvalArgs;
 use crate::data::{self, Normalizer};
+use crate::health::check_memory;
 
 fn meta_json<T: serde::de::DeserializeOwned>(meta: &graph::Metadata, key: &str, file: &str) -> Result<T> {
     let text = meta
@@ -23,15 +24,49 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let classes: Vec<String> = meta_json(&meta, "classes", &file)?;
     let norm =
         Normalizer { mean: meta_json(&meta, "norm_mean", &file)?, std: meta_json(&meta, "norm_std", &file)? };
-    let batch: usize = meta.get("batch").and_then(|b| b.parse().ok()).unwrap_or(64);
-    let mut plan = Plan::new(&spec, input, batch).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-    plan.load_safetensors(&[Arena::Params], &bytes, &file)?;
-
+    if norm.mean.len() != input.c
+        || norm.std.len() != input.c
+        || !norm.mean.iter().chain(&norm.std).all(|v| v.is_finite())
+        || !norm.std.iter().all(|&s| s > 0.0)
+    {
+        bail!(
+            "{file}: the header's normalisation (mean {:?}, std {:?}) does not fit {}-channel images",
+            norm.mean,
+            norm.std,
+            input.c
+        );
+    }
+    check_memory(&spec, input, 256, &file)?;
+    if args.limit_test == Some(0) {
+        bail!("--limit-test 0: keep at least one image");
+    }
     let dir = data::locate(args.data.as_deref())?;
     let mut test = data::load(&dir, &classes)?.test;
     if let Some(n) = args.limit_test {
         test.truncate(n.min(test.len()));
     }
+    let [c, h, w] = test.shape;
+    if Shape::new(c, h, w) != input {
+        bail!("{file}: the model takes {input} images but {} holds {c}x{h}x{w} images", dir.display());
+    }
+    // The batch only sets how many images run at once.
+    let batch =
+        meta.get("batch").and_then(|b| b.parse().ok()).unwrap_or(64usize).clamp(1, 256).min(test.len());
+    let mut plan = Plan::new(&spec, input, batch).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    if plan.classes() != classes.len() {
+        bail!(
+            "{file}: the model has {} outputs but the header names {} classes",
+            plan.classes(),
+            classes.len()
+        );
+    }
+    // A model.safetensors, or a run's state.safetensors (its momentum is not needed).
+    if let Err(e) = plan.load_safetensors(&[Arena::Params], &bytes, &file) {
+        if plan.load_safetensors(&[Arena::Params, Arena::Velocity], &bytes, &file).is_err() {
+            return Err(e.into());
+        }
+    }
+
     let k = classes.len();
     let mut confusion = vec![vec![0usize; k]; k];
     let mut x = vec![0.0f32; batch * test.image_len()];

@@ -3,9 +3,12 @@
 //! in the graph and kernel crates.
 
 mod augment;
+mod checkpoint;
 mod cli;
 mod data;
 mod eval;
+mod health;
+mod interrupt;
 mod metrics;
 mod plot;
 mod train;
@@ -20,8 +23,19 @@ use cli::{Cli, Command, CompareArgs, TrainArgs};
 use train::{RunConfig, CONFIG, CURVES};
 
 fn main() {
+    // A closed pipe (`trainer eval ... | head`) ends the program quietly, as
+    // for any Unix tool, instead of a panic in `println!`.
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli) {
+        if let Some(stop) = e.downcast_ref::<interrupt::Interrupted>() {
+            eprintln!("{stop}");
+            std::process::exit(interrupt::EXIT_CODE);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -85,23 +99,38 @@ fn fresh_out(out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load_data(config: &RunConfig) -> Result<data::Splits> {
-    let splits = data::load(&config.data, &config.classes)?;
-    train::prepare_data(splits, config)
+/// The data of a run, with every model checked against its image shape
+/// before anything is trained or printed.
+fn load_data(configs: &[RunConfig]) -> Result<data::Splits> {
+    let splits = data::load(&configs[0].data, &configs[0].classes)?;
+    let splits = train::prepare_data(splits, &configs[0])?;
+    let [c, h, w] = splits.train.shape;
+    for config in configs {
+        train::build(config, graph::Shape::new(c, h, w), 1)?;
+    }
+    Ok(splits)
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
     set_threads(args.run.threads)?;
+    interrupt::install()?;
     let (config, out, resume) = match &args.resume {
         Some(dir) => {
             let path = dir.join(CONFIG);
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!("--resume {}: no run there ({} is missing)", dir.display(), path.display())
             })?;
-            let mut config: RunConfig = serde_json::from_str(&text)
+            let saved: RunConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a run configuration", path.display()))?;
-            if let Some(epochs) = args.run.epochs {
-                config.epochs = epochs;
+            // The run's own settings, except what may change on resuming.
+            let mut config = saved.clone();
+            config.epochs = args.run.epochs.unwrap_or(config.epochs);
+            config.lr = args.run.lr.unwrap_or(config.lr);
+            config.skip_nonfinite |= args.run.skip_nonfinite;
+            train::validate(&config)?;
+            if config != saved {
+                graph::write_atomic(&path, serde_json::to_string_pretty(&config)?.as_bytes())
+                    .with_context(|| format!("{}: cannot write", path.display()))?;
             }
             (config, dir.clone(), true)
         }
@@ -113,7 +142,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             (config, out, false)
         }
     };
-    let splits = load_data(&config)?;
+    let splits = load_data(std::slice::from_ref(&config))?;
     println!(
         "training {} ({:?} recipe) on {} train / {} test images from {}; output in {}",
         config.model,
@@ -124,7 +153,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
         out.display()
     );
     let outcome = train::run(&config, &out, &splits, resume)?;
-    let last = outcome.rows.last().context("no epochs were run")?;
+    let last = outcome.rows.last().with_context(|| {
+        format!("{}: no epoch was trained (--epochs {} are all done)", out.display(), config.epochs)
+    })?;
     println!(
         "done: test accuracy {:.4} (best {:.4}); files in {}",
         last.test_acc,
@@ -136,6 +167,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
 
 fn compare_command(args: CompareArgs) -> Result<()> {
     set_threads(args.run.threads)?;
+    interrupt::install()?;
     let models: Vec<&str> = args.models.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
     if models.is_empty() {
         bail!("--models: name at least one model");
@@ -143,7 +175,7 @@ fn compare_command(args: CompareArgs) -> Result<()> {
     let dir = data::locate(args.run.data.as_deref())?;
     let configs = models.iter().map(|m| train::configure(m, &args.run, &dir)).collect::<Result<Vec<_>>>()?;
     let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
-    let splits = load_data(&configs[0])?;
+    let splits = load_data(&configs)?;
     println!(
         "comparing {} on {} train / {} test images from {}, {} epochs each; output in {}",
         models.join(", "),
@@ -157,7 +189,14 @@ fn compare_command(args: CompareArgs) -> Result<()> {
     for config in &configs {
         let out = root.join(Path::new(&config.model).file_stem().unwrap_or_default());
         fresh_out(&out)?;
-        outcomes.push((config, train::run(config, &out, &splits, false)?));
+        let outcome = train::run(config, &out, &splits, false).map_err(|e| match e.downcast() {
+            Ok(stop) => anyhow::Error::new(interrupt::Interrupted {
+                note: Some("the comparison itself does not resume; run it again for the table".into()),
+                ..stop
+            }),
+            Err(e) => e,
+        })?;
+        outcomes.push((config, outcome));
     }
     let series: Vec<plot::Series> =
         outcomes.iter().map(|(c, o)| plot::Series { label: c.model.as_str(), rows: &o.rows }).collect();

@@ -6,21 +6,35 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRow {
     pub epoch: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub lr: f64,
     /// Mean softmax cross-entropy over the epoch's training batches.
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_ce: f64,
     /// The blog's error: mean over training samples of sum_k (p_k - onehot_k)^2.
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_seed_error: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_acc: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_ce: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_acc: f64,
     /// Wall time of the epoch (training and evaluation).
+    #[serde(deserialize_with = "nan_if_null")]
     pub seconds: f64,
     /// Training images per second (training only).
+    #[serde(deserialize_with = "nan_if_null")]
     pub images_per_s: f64,
 }
 
 use std::path::Path;
+
+/// serde_json writes a NaN or infinite value as `null` (JSON has no such
+/// numbers); read it back as NaN so that such a run still resumes.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
 
 use anyhow::{Context, Result};
 
@@ -83,4 +97,29 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<EpochRow>> {
                 .with_context(|| format!("{}: line {}: not a metrics row", path.display(), i + 1))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_value_survives_the_round_trip_as_nan() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = EpochRow {
+            epoch: 1,
+            lr: 0.1,
+            train_ce: 0.5,
+            train_seed_error: 0.25,
+            train_acc: 0.75,
+            test_ce: f64::INFINITY,
+            test_acc: 0.5,
+            seconds: 1.0,
+            images_per_s: 100.0,
+        };
+        write_all(dir.path(), std::slice::from_ref(&row)).unwrap();
+        let back = read_jsonl(&dir.path().join(JSONL_FILE)).unwrap();
+        assert!(back[0].test_ce.is_nan());
+        assert_eq!(EpochRow { test_ce: row.test_ce, ..back[0].clone() }, row);
+    }
 }

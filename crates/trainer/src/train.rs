@@ -1,7 +1,10 @@
 //! The training loop: settings resolved once into a `RunConfig`, then
 //! epochs of shuffled, augmented mini-batches, evaluation, metrics and
 //! atomic checkpoints. Everything random derives from `(seed, epoch)`, so a
-//! run resumed from its last checkpoint continues bit for bit.
+//! run resumed from its last checkpoint continues bit for bit, from the end
+//! of an epoch or, after Ctrl-C, from the middle of one (`checkpoint.rs`).
+//! Every update is checked first: a non-finite loss or gradient stops the
+//! run (or skips the batch), and dead layers are reported (`health.rs`).
 
 use std::fs;
 use std::io::IsTerminal;
@@ -9,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use graph::{preset, write_atomic, Arena, Init, Loss, ModelSpec, Plan, Reduction, Sgd, Shape, PRESETS};
+use graph::{preset, write_atomic, Init, Loss, ModelSpec, Plan, Reduction, Sgd, Shape, PRESETS};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -17,8 +20,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{fill_batch, Augment};
+use crate::checkpoint::{self, EpochSums, Progress};
 use crate::cli::{Normalize, Recipe, RunArgs, Schedule};
 use crate::data::{Dataset, Normalizer, Splits};
+use crate::health;
+use crate::interrupt::{self, Interrupted};
 use crate::metrics::{self, EpochRow};
 use crate::plot;
 
@@ -44,6 +50,9 @@ pub struct RunConfig {
     pub seed: u64,
     pub data: PathBuf,
     pub checkpoint_every: usize,
+    /// Skip batches with a non-finite loss or gradient instead of stopping.
+    #[serde(default)]
+    pub skip_nonfinite: bool,
 }
 
 impl RunConfig {
@@ -126,12 +135,13 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
         seed: args.seed,
         data: data.to_path_buf(),
         checkpoint_every: args.checkpoint_every,
+        skip_nonfinite: args.skip_nonfinite,
     };
     validate(&config)?;
     Ok(config)
 }
 
-fn validate(c: &RunConfig) -> Result<()> {
+pub fn validate(c: &RunConfig) -> Result<()> {
     if c.epochs == 0 {
         bail!("--epochs 0: train for at least one epoch");
     }
@@ -191,75 +201,149 @@ pub const MODEL: &str = "model.safetensors";
 pub const CURVES: &str = "curves.png";
 
 /// Train `config` into `out`. With `resume`, continue from `out`'s last
-/// checkpoint instead of starting afresh.
+/// checkpoint (mid-epoch included) instead of starting afresh; a run with
+/// no checkpoint yet starts from epoch 1.
+///
+/// Stops with an error, keeping the last checkpoint, when a batch's loss or
+/// gradient is not finite (unless `skip_nonfinite`: then the batch makes no
+/// update and is counted), and with [`Interrupted`] after saving a
+/// checkpoint when Ctrl-C was pressed.
 pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Result<Outcome> {
     let (train, test) = (&splits.train, &splits.test);
     let [c, h, w] = train.shape;
-    let mut plan = Plan::new(&config.spec, Shape::new(c, h, w), config.batch)
-        .map_err(|e| anyhow::anyhow!("model {}: {e}", config.model))?;
+    let mut plan = build(config, Shape::new(c, h, w), config.batch)?;
     let norm = match config.normalize {
         Normalize::Meanstd => Normalizer::fit(train),
         Normalize::Unit => Normalizer::identity(c),
     };
+    let batches = train.len().div_ceil(config.batch);
     let mut rows = Vec::new();
-    let mut start = 1;
-    if resume {
-        let state = out.join(STATE);
-        let bytes =
-            fs::read(&state).with_context(|| format!("{}: cannot read the checkpoint", state.display()))?;
-        let meta = plan
-            .load_safetensors(&[Arena::Params, Arena::Velocity], &bytes, &state.display().to_string())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let done: usize = meta
-            .get("epoch")
-            .and_then(|e| e.parse().ok())
-            .with_context(|| format!("{}: no epoch in the checkpoint header", state.display()))?;
-        rows = metrics::read_jsonl(&out.join(metrics::JSONL_FILE))?;
-        rows.retain(|r| r.epoch <= done);
-        start = done + 1;
-        println!("resuming {} at epoch {start} of {}", out.display(), config.epochs);
-    } else {
-        plan.initialize(config.init(), config.seed);
-        write_atomic(&out.join(CONFIG), serde_json::to_string_pretty(config)?.as_bytes())
-            .with_context(|| format!("{}: cannot write", out.join(CONFIG).display()))?;
+    // Where the run stands, and the last checkpoint on disk (kept if training diverges).
+    let mut at = Progress::default();
+    let mut saved = None;
+    let loaded = if resume { checkpoint::read(&mut plan, out, config, batches)? } else { None };
+    match loaded {
+        Some(progress) => {
+            checkpoint::clean_temp_files(out);
+            (at, saved) = (progress, Some(progress));
+            rows = metrics::read_jsonl(&out.join(metrics::JSONL_FILE))?;
+            rows.retain(|r| r.epoch <= at.epoch);
+            let mid = if at.batches > 0 {
+                format!(", batch {} of {batches}", at.batches + 1)
+            } else {
+                String::new()
+            };
+            println!("resuming {} at epoch {}{mid} of {}", out.display(), at.epoch + 1, config.epochs);
+        }
+        None => {
+            if resume {
+                checkpoint::clean_temp_files(out);
+                println!("{}: no checkpoint yet; starting from epoch 1", out.display());
+            }
+            plan.initialize(config.init(), config.seed);
+            write_atomic(&out.join(CONFIG), serde_json::to_string_pretty(config)?.as_bytes())
+                .with_context(|| format!("{}: cannot write", out.join(CONFIG).display()))?;
+        }
     }
-    let mut x = vec![0.0f32; config.batch * train.image_len()];
-    let mut y = vec![0u32; config.batch];
+    // A batch never holds more images than a split.
+    let room = config.batch.min(train.len().max(test.len()));
+    let mut x = vec![0.0f32; room * train.image_len()];
+    let mut y = vec![0u32; room];
     let augment = config.augment.then_some(Augment { pad: 4, flip: true });
-    for epoch in start..=config.epochs {
+    if at.epoch >= config.epochs {
+        println!(
+            "{}: all {} epochs are done; pass --epochs N to train further",
+            out.display(),
+            config.epochs
+        );
+    }
+    let k = config.classes.len();
+    let mut dead_reported: Vec<String> = Vec::new();
+    for epoch in at.epoch + 1..=config.epochs {
         let lr = config.lr_at(epoch);
         let sgd = Sgd { lr: lr as f32, momentum: config.momentum, weight_decay: config.weight_decay };
         let started = Instant::now();
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, epoch as u64)));
         let bar = progress(train.len(), epoch, config.epochs);
-        let mut sums = graph::LossSums::default();
-        let mut data_secs = 0.0;
-        for idx in order.chunks(config.batch) {
+        // A resumed epoch goes on from its recorded batch with its partial sums.
+        let (first, mut sums) = (at.batches, at.partial);
+        let secs_before = sums.train_secs;
+        if let Some(bar) = &bar {
+            bar.inc((first * config.batch).min(train.len()) as u64);
+        }
+        for (b, idx) in order.chunks(config.batch).enumerate().skip(first) {
             let t = Instant::now();
             let (xs, ys) = (&mut x[..idx.len() * train.image_len()], &mut y[..idx.len()]);
             fill_batch(train, idx, &norm, augment, config.seed, epoch as u64, xs);
             for (label, &i) in ys.iter_mut().zip(idx) {
                 *label = train.labels[i];
             }
-            data_secs += t.elapsed().as_secs_f64();
-            sums.add(&plan.train_step(xs, ys, config.loss(), config.reduction(), &sgd));
+            sums.data_secs += t.elapsed().as_secs_f64();
+            let step = plan.forward_backward(xs, ys, config.loss(), config.reduction());
+            match health::nonfinite(&plan, &step) {
+                None => {
+                    plan.sgd_step(&sgd);
+                    sums.add(&step, idx.len());
+                }
+                Some(_) if config.skip_nonfinite => {
+                    sums.skipped += 1;
+                    at.skipped_total += 1;
+                }
+                Some(what) => bail!("{}", diverged(config, out, epoch, b, batches, lr, &what, saved)),
+            }
+            if b == 0 {
+                let dead: Vec<String> =
+                    health::dead_relus(&plan).into_iter().filter(|d| !dead_reported.contains(d)).collect();
+                if !dead.is_empty() {
+                    eprintln!(
+                        "warning: {} epoch {epoch}: {} output zero for every image of the first batch: \
+                         dead units that pass no gradient back; try a lower --lr than {}",
+                        config.model,
+                        dead.join(", "),
+                        config.lr
+                    );
+                    dead_reported.extend(dead);
+                }
+            }
             if let Some(bar) = &bar {
                 bar.inc(idx.len() as u64);
-                let seen = bar.position() as f64;
-                let rate = seen / started.elapsed().as_secs_f64();
+                let seen = sums.images.max(1) as f64;
+                let rate = bar.position() as f64 / (secs_before + started.elapsed().as_secs_f64());
                 bar.set_message(format!("loss {:.4}  {rate:.0} img/s", sums.cross_entropy / seen));
             }
+            if interrupt::requested() && b + 1 < batches {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                sums.train_secs = secs_before + started.elapsed().as_secs_f64();
+                let here = Progress {
+                    epoch: epoch - 1,
+                    batches: b + 1,
+                    partial: sums,
+                    skipped_total: at.skipped_total,
+                };
+                checkpoint::write(&plan, out, &here, config, &norm)?;
+                let at = format!("epoch {epoch}, batch {} of {batches}", b + 1);
+                return Err(Interrupted { at, out: out.to_path_buf(), note: None }.into());
+            }
         }
-        let train_secs = started.elapsed().as_secs_f64();
-        let n = train.len() as f64;
-        if !sums.loss.is_finite() {
-            bail!("epoch {epoch}: the loss is not finite ({}); try a lower --lr than {lr}", sums.loss);
+        at = Progress { epoch, batches: 0, partial: EpochSums::default(), skipped_total: at.skipped_total };
+        let train_secs = secs_before + started.elapsed().as_secs_f64();
+        if sums.images == 0 {
+            bail!(
+                "epoch {epoch}: every one of the {batches} batches had a non-finite loss or gradient, so the \
+                 parameters themselves have diverged; {}; start again with a lower --lr than {} (e.g. {})",
+                last_good(out, saved),
+                config.lr,
+                config.lr / 10.0
+            );
         }
         let (test_ce, test_acc) = evaluate(&mut plan, test, &norm, config.batch, &mut x, &mut y);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        let n = sums.images as f64;
         let row = EpochRow {
             epoch,
             lr,
@@ -268,24 +352,101 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
             train_acc: sums.correct as f64 / n,
             test_ce,
             test_acc,
-            seconds: started.elapsed().as_secs_f64(),
-            images_per_s: n / train_secs,
+            seconds: secs_before + started.elapsed().as_secs_f64(),
+            images_per_s: train.len() as f64 / train_secs,
         };
         // Batch preparation (u8 -> normalised, augmented f32) runs between
         // steps; its share of the training time is printed so it can be watched.
+        let skipped = if sums.skipped > 0 {
+            format!("  skipped {} of {batches} batches (non-finite)", sums.skipped)
+        } else {
+            String::new()
+        };
         println!(
-            "{}  data {:.1}%",
+            "{}  data {:.1}%{skipped}",
             describe(&config.model, &row, config.epochs),
-            100.0 * data_secs / train_secs
+            100.0 * sums.data_secs / train_secs
         );
         rows.push(row);
         metrics::write_all(out, &rows)?;
-        if epoch % config.checkpoint_every == 0 || epoch == config.epochs {
-            checkpoint(&plan, out, epoch, config, &norm)?;
+        if health::chance_streak(&rows, k) == health::CHANCE_EPOCHS {
+            eprintln!(
+                "warning: {} epoch {epoch}: the training loss has stayed at chance ({:.4}, ln {k} = {:.4}) for \
+                 {} epochs: the network is not learning (dead units?); try a lower --lr than {}",
+                config.model,
+                rows[rows.len() - 1].train_ce,
+                (k as f64).ln(),
+                health::CHANCE_EPOCHS,
+                config.lr
+            );
+        }
+        let due = epoch % config.checkpoint_every == 0 || epoch == config.epochs;
+        let stop = interrupt::requested() && epoch < config.epochs;
+        if due || stop {
+            checkpoint::write(&plan, out, &at, config, &norm)?;
+            saved = Some(at);
             plot::plot_curves(&out.join(CURVES), &[plot::Series { label: &config.model, rows: &rows }])?;
         }
+        if stop {
+            let at = format!("the end of epoch {epoch}");
+            return Err(Interrupted { at, out: out.to_path_buf(), note: None }.into());
+        }
+    }
+    if at.skipped_total > 0 {
+        println!(
+            "skipped {} batches with a non-finite loss or gradient (--skip-nonfinite); a lower --lr may avoid them",
+            at.skipped_total
+        );
     }
     Ok(Outcome { rows, out: out.to_path_buf(), params: plan.params().len() })
+}
+
+/// Where the last good checkpoint is, for a message.
+fn last_good(out: &Path, saved: Option<Progress>) -> String {
+    match saved {
+        Some(p) => format!("the last good checkpoint ({}) is kept in {}", p.describe(), out.display()),
+        None => "no checkpoint had been written yet".to_string(),
+    }
+}
+
+/// The one-line message of a run stopped by a non-finite loss or gradient.
+#[allow(clippy::too_many_arguments)]
+fn diverged(
+    config: &RunConfig,
+    out: &Path,
+    epoch: usize,
+    batch: usize,
+    batches: usize,
+    lr: f64,
+    what: &str,
+    saved: Option<Progress>,
+) -> String {
+    let lower = config.lr / 10.0;
+    let advice = match saved {
+        Some(_) => format!(
+            "resume it with a lower learning rate (trainer train --resume {} --lr {lower}) or start again \
+             with a lower --lr, or pass --skip-nonfinite to skip such batches",
+            interrupt::shell_quote(out)
+        ),
+        None => format!(
+            "start again with a lower --lr than {} (e.g. {lower}), or pass --skip-nonfinite to skip such batches",
+            config.lr
+        ),
+    };
+    format!(
+        "epoch {epoch}, batch {} of {batches}: {what} at learning rate {lr}: training diverged and stopped \
+         before updating; {}; {advice}",
+        batch + 1,
+        last_good(out, saved)
+    )
+}
+
+/// The plan of `config`'s model for `input` images, or a one-line error
+/// naming the model and the layer (or the memory it would need).
+pub fn build(config: &RunConfig, input: Shape, batch: usize) -> Result<Plan> {
+    let what = format!("model {}", config.model);
+    health::check_memory(&config.spec, input, batch, &what)?;
+    Plan::new(&config.spec, input, batch).map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
 /// Mean cross-entropy and accuracy over a whole split, in batches.
@@ -307,25 +468,6 @@ pub fn evaluate(
     }
     let n = ds.len() as f64;
     (sums.cross_entropy / n, sums.correct as f64 / n)
-}
-
-/// Write the checkpoint files: `state.safetensors` (parameters and momentum,
-/// the one file `--resume` reads) and `model.safetensors` (parameters only,
-/// PyTorch names, plus what `eval` needs: classes and normalisation).
-fn checkpoint(plan: &Plan, out: &Path, epoch: usize, config: &RunConfig, norm: &Normalizer) -> Result<()> {
-    let meta = graph::Metadata::from([
-        ("epoch".to_string(), epoch.to_string()),
-        ("classes".to_string(), serde_json::to_string(&config.classes)?),
-        ("norm_mean".to_string(), serde_json::to_string(&norm.mean)?),
-        ("norm_std".to_string(), serde_json::to_string(&norm.std)?),
-        ("batch".to_string(), config.batch.to_string()),
-    ]);
-    for (name, arenas) in [(STATE, &[Arena::Params, Arena::Velocity][..]), (MODEL, &[Arena::Params][..])] {
-        let path = out.join(name);
-        write_atomic(&path, &plan.to_safetensors(arenas, meta.clone()))
-            .with_context(|| format!("{}: cannot write the checkpoint", path.display()))?;
-    }
-    Ok(())
 }
 
 /// One line per epoch, for logs and terminals alike.

@@ -36,6 +36,12 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf> {
 /// The file's bytes, gunzipped if it is named `.gz` or starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    decode_maybe_gz(path, bytes)
+}
+
+/// `bytes` (the contents of `path`), gunzipped if `path` is named `.gz` or
+/// the bytes start with the gzip magic.
+pub fn decode_maybe_gz(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
     let named_gz = path.extension().is_some_and(|e| e == "gz");
     if bytes.is_empty() {
         bail!("{}: empty file", path.display());

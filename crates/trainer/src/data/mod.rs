@@ -9,6 +9,8 @@ pub mod cifar;
 pub mod idx;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use anyhow::{bail, Result};

@@ -1,0 +1,149 @@
+//! Helpers of the end-to-end tests: generated data, running the real
+//! `trainer` binary, and editing safetensors files byte by byte.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const RECORD: usize = 3073;
+
+/// `n` CIFAR records, learnable: airplanes (label 0) bright at the top,
+/// ships (label 8) bright at the bottom, plus noise. With `constant`, every
+/// pixel is 100 (normalised, every input is exactly zero).
+pub fn records(n: usize, seed: u64, constant: bool) -> Vec<u8> {
+    let mut state = seed;
+    let mut noise = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 56) as u8 / 2
+    };
+    let mut bytes = Vec::with_capacity(n * RECORD);
+    for i in 0..n {
+        let label = if i % 2 == 0 { 0u8 } else { 8u8 };
+        bytes.push(label);
+        for _c in 0..3 {
+            for row in 0..32 {
+                for _col in 0..32 {
+                    let bright = (row < 16) == (label == 0);
+                    bytes.push(if constant { 100 } else { noise() + if bright { 120 } else { 0 } });
+                }
+            }
+        }
+    }
+    bytes
+}
+
+pub const META: &str = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
+
+/// A two-class CIFAR folder: train.bin, test.bin, batches.meta.txt.
+pub fn make_data(dir: &Path, train: usize, test: usize) {
+    write_data(dir, records(train, 12345, false), records(test, 999, false));
+}
+
+pub fn write_data(dir: &Path, train: Vec<u8>, test: Vec<u8>) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("train.bin"), train).unwrap();
+    std::fs::write(dir.join("test.bin"), test).unwrap();
+    std::fs::write(dir.join("batches.meta.txt"), META).unwrap();
+}
+
+/// The `trainer` binary with `args`, without the data environment variable.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer"));
+    cmd.args(args).env_remove("CIFAR10_DIR").env("RUST_BACKTRACE", "0");
+    cmd
+}
+
+pub fn run(args: &[&str]) -> Output {
+    command(args).output().unwrap()
+}
+
+/// Runs and asserts success.
+pub fn trainer(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(out.status.success(), "trainer {args:?} failed:\n{}", text(&out));
+    out
+}
+
+/// Stdout and stderr, for failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts that the run failed with exit status 1 and exactly one error
+/// line that contains every one of `needles`, with no panic; returns it.
+pub fn one_line_error(out: &Output, needles: &[&str], context: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{context}: expected exit 1\n{}", text(out));
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{context}: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{context}: expected one error line\n{stderr}");
+    // Nothing but warnings beside it.
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.starts_with("error: ") || line.starts_with("warning: "),
+            "{context}: stray line {line:?}"
+        );
+    }
+    for needle in needles {
+        assert!(errors[0].contains(needle), "{context}: {needle:?} not in\n{}", errors[0]);
+    }
+    errors[0].to_string()
+}
+
+/// A fresh, empty folder under the system's temporary folder.
+pub fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gapnet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A safetensors file split into its JSON header and its data bytes.
+pub struct Safetensors {
+    pub header: serde_json::Value,
+    pub data: Vec<u8>,
+}
+
+impl Safetensors {
+    pub fn parse(bytes: &[u8]) -> Safetensors {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        Safetensors { header, data: bytes[8 + n..].to_vec() }
+    }
+
+    /// The file again (header padded with spaces to a multiple of 8 bytes).
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut header = serde_json::to_vec(&self.header).unwrap();
+        while !header.len().is_multiple_of(8) {
+            header.push(b' ');
+        }
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(header);
+        out.extend(&self.data);
+        out
+    }
+
+    /// Our metadata: the JSON object under `__metadata__.gapnet`.
+    pub fn gapnet(&self) -> serde_json::Value {
+        serde_json::from_str(self.header["__metadata__"]["gapnet"].as_str().unwrap()).unwrap()
+    }
+
+    pub fn set_gapnet(&mut self, meta: &serde_json::Value) {
+        self.header["__metadata__"]["gapnet"] = serde_json::Value::String(meta.to_string());
+    }
+
+    /// Overwrite element `i` of f32 tensor `name`.
+    pub fn set_f32(&mut self, name: &str, i: usize, v: f32) {
+        let start = self.header[name]["data_offsets"][0].as_u64().unwrap() as usize + 4 * i;
+        self.data[start..start + 4].copy_from_slice(&v.to_le_bytes());
+    }
+}
