@@ -2,12 +2,15 @@
 //! summary` (about a minute; `-- --quick` for a smoke run of a few seconds).
 //!
 //! A self-timing bench (no criterion): every measurement is calibrated to
-//! blocks of ~0.25 s, then all blocks run round-robin for several rounds,
-//! so a burst of background load hits every configuration alike; each
-//! figure is the median over the rounds, with the spread (max - min) /
-//! median beside the speeds. Measured in the same process:
+//! blocks of ~0.2 s, then all blocks run round-robin for 21 rounds, so a
+//! burst of background load, or a drift of the (virtual) machine's speed,
+//! hits every configuration alike. Each figure is the median over the
+//! rounds, with half the interquartile range beside it; ratios (GAP vs FC,
+//! % of the ceiling, thread scaling) are taken within a round, then the
+//! median. Measured in the same process:
 //!
-//! - the SGEMM ceiling (single-threaded 512^3 products on every rayon thread);
+//! - the SGEMM ceiling (single-threaded 512^3 products on every rayon
+//!   thread at once, and on one thread alone);
 //! - `Plan::train_step` (batch 64, 256) and `Plan::predict` (64, 256) for
 //!   `seed-fc` and `seed-gap`, and the batch-64 step in a 1-thread pool;
 //! - a per-node timed replay of the batch-64 training step (the benches'
@@ -71,23 +74,30 @@ fn run(jobs: &mut [Job], cfg: &Cfg) {
     eprintln!();
 }
 
-fn median(v: &[f64]) -> f64 {
+/// The `q`-quantile of `v` (0 <= q <= 1), interpolating linearly.
+fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if !n.is_multiple_of(2) {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+    let at = q * (s.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (at - lo as f64)
 }
 
-/// Median seconds per call and relative spread of a job.
-fn stat(job: &Job) -> (f64, f64) {
-    let m = median(&job.secs);
-    let lo = job.secs.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = job.secs.iter().copied().fold(0.0, f64::max);
-    (m, (hi - lo) / m)
+fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// A figure measured once per round: its median and its spread, half the
+/// interquartile range relative to the median.
+#[derive(Clone, Copy, Debug)]
+struct Est {
+    median: f64,
+    spread: f64,
+}
+
+fn est(v: &[f64]) -> Est {
+    let m = median(v);
+    Est { median: m, spread: (quantile(v, 0.75) - quantile(v, 0.25)) / 2.0 / m.abs() }
 }
 
 /// `12,345`.
@@ -112,13 +122,41 @@ fn bytes(b: usize) -> String {
 }
 
 /// Per-node replay results of one preset: thread-microseconds per image.
+/// Everything per round, so that shares are taken within a round.
 struct Replay {
-    /// Per node, then the loss last: `[forward, backward]`, median over rounds.
-    us: Vec<[f64; 2]>,
-    /// Reduction + SGD, wall x threads, per image.
-    update_us: f64,
-    /// Wall time of the replayed step (lanes + reduce + SGD), seconds.
-    step_secs: f64,
+    /// Per round, per node (then the loss): `[forward, backward]`.
+    us: Vec<Vec<[f64; 2]>>,
+    /// Per round: gradient reduction + SGD, wall x threads, per image.
+    update_us: Vec<f64>,
+    /// Per round: the replayed step (lanes + reduce + SGD), wall x threads,
+    /// per image: what the shares are shares of.
+    step_us: Vec<f64>,
+}
+
+impl Replay {
+    /// Median over rounds of `f(round)`.
+    fn med(&self, f: impl Fn(usize) -> f64) -> f64 {
+        median(&(0..self.us.len()).map(f).collect::<Vec<_>>())
+    }
+    /// Thread-µs per image of `rows`: forward, backward, and the median
+    /// share of the step.
+    fn rows(&self, rows: &[usize]) -> (f64, f64, f64) {
+        let sum = |r: usize, d: usize| rows.iter().map(|&i| self.us[r][i][d]).sum::<f64>();
+        (
+            self.med(|r| sum(r, 0)),
+            self.med(|r| sum(r, 1)),
+            self.med(|r| (sum(r, 0) + sum(r, 1)) / self.step_us[r]),
+        )
+    }
+    /// Time the nodes and the update do not account for (threads idle at
+    /// the end of the lanes, fork/join, timers), per image, and its share.
+    fn other(&self) -> (f64, f64) {
+        let rest = |r: usize| {
+            let nodes: f64 = self.us[r].iter().map(|u| u[0] + u[1]).sum();
+            self.step_us[r] - nodes - self.update_us[r]
+        };
+        (self.med(rest), self.med(|r| rest(r) / self.step_us[r]))
+    }
 }
 
 fn first_line(path: &str, key: &str) -> Option<String> {
@@ -155,6 +193,25 @@ fn others_share(
     Some(others / (secs * ticks_per_sec * cpus as f64))
 }
 
+/// `abc1234`, `abc1234 + local changes`, or `unknown commit`.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(hash) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(changes) if !changes.is_empty() => format!("commit {hash} + local changes"),
+            _ => format!("commit {hash}"),
+        },
+        None => "unknown commit".into(),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench -- <filter>` passes its filter to every bench target.
@@ -171,7 +228,7 @@ fn main() {
     let cfg = if quick {
         Cfg { warm_secs: 0.0, block_secs: 0.0, rounds: 3 }
     } else {
-        Cfg { warm_secs: 0.3, block_secs: 0.25, rounds: 9 }
+        Cfg { warm_secs: 0.3, block_secs: 0.2, rounds: 21 }
     };
     let threads = rayon::current_num_threads();
     let ticks_before = cpu_ticks();
@@ -191,45 +248,59 @@ fn main() {
     let mut replay_nanos: Vec<Vec<Vec<[u64; 2]>>> = vec![Vec::new(); PRESETS.len()];
     let mut replay_walls: Vec<Vec<(u64, StepWall)>> = vec![Vec::new(); PRESETS.len()];
 
-    // Jobs, in this order: ceiling, then per preset: train 64, train 256,
-    // infer 64, infer 256, train 64 on 1 thread, replay 64.
-    let mut jobs = vec![Job::new(|iters| {
-        for _ in 0..iters {
-            ceiling.run();
-        }
-    })];
-    let per_preset = 6;
+    // Jobs, in this order: ceiling on all threads, ceiling on 1 thread,
+    // then for each preset: train 64, train 256, infer 64, infer 256,
+    // train 64 on 1 thread, replay 64 (interleaved, see below).
+    let mut jobs = vec![
+        Job::new(|iters| {
+            for _ in 0..iters {
+                ceiling.run();
+            }
+        }),
+        Job::new(|iters| {
+            pool.install(|| {
+                for _ in 0..iters {
+                    ceiling.run();
+                }
+            })
+        }),
+    ];
+    // Each preset's six jobs, then interleaved kind by kind (fc, gap, fc,
+    // gap, ...) so that the two presets' figures of a round are measured
+    // next to each other in time.
+    let mut by_preset: Vec<Vec<Job>> = Vec::new();
     let lists = train.iter_mut().zip(&mut infer).zip(&mut single).zip(&mut setups);
     for ((((t, i), s), setup), (nanos, walls)) in
         lists.zip(replay_nanos.iter_mut().zip(replay_walls.iter_mut()))
     {
+        let mut mine = Vec::new();
         let [t64, t256] = t;
         let [i64, i256] = i;
         let (x, y, xb, yb) = (&x, &y, &xb, &yb);
-        jobs.push(Job::new(move |iters| {
+        mine.push(Job::new(move |iters| {
             for _ in 0..iters {
                 black_box(t64.train_step(x, y, LOSS, REDUCTION, &SGD));
             }
         }));
-        jobs.push(Job::new(move |iters| {
+        mine.push(Job::new(move |iters| {
             for _ in 0..iters {
                 black_box(t256.train_step(xb, yb, LOSS, REDUCTION, &SGD));
             }
         }));
-        jobs.push(Job::new(move |iters| {
+        mine.push(Job::new(move |iters| {
             let mut logits = vec![0.0f32; n * i64.classes()];
             for _ in 0..iters {
                 i64.predict(x, black_box(&mut logits));
             }
         }));
-        jobs.push(Job::new(move |iters| {
+        mine.push(Job::new(move |iters| {
             let mut logits = vec![0.0f32; big * i256.classes()];
             for _ in 0..iters {
                 i256.predict(xb, black_box(&mut logits));
             }
         }));
         let pool = &pool;
-        jobs.push(Job::new(move |iters| {
+        mine.push(Job::new(move |iters| {
             pool.install(|| {
                 for _ in 0..iters {
                     black_box(s.train_step(x, y, LOSS, REDUCTION, &SGD));
@@ -237,7 +308,7 @@ fn main() {
             })
         }));
         let Setup { replica, x: rx, labels: ry, .. } = setup;
-        jobs.push(Job::new(move |iters| {
+        mine.push(Job::new(move |iters| {
             replica.reset_nanos();
             let mut wall = StepWall::default();
             for _ in 0..iters {
@@ -249,51 +320,68 @@ fn main() {
             nanos.push(replica.nanos());
             walls.push((iters, wall));
         }));
+        by_preset.push(mine);
     }
+    let per_preset = by_preset[0].len();
+    let mut iters: Vec<_> = by_preset.into_iter().map(Vec::into_iter).collect();
+    for _ in 0..per_preset {
+        for it in &mut iters {
+            jobs.extend(it.next());
+        }
+    }
+    drop(iters);
     eprintln!("summary: {} measurements x {} rounds", jobs.len(), cfg.rounds);
     run(&mut jobs, &cfg);
-    let results: Vec<(f64, f64)> = jobs.iter().map(stat).collect();
+    let secs: Vec<Vec<f64>> = jobs.iter().map(|j| j.secs.clone()).collect();
     drop(jobs);
     let cpus = std::thread::available_parallelism().map_or(threads, |n| n.get());
     let others = others_share(ticks_before, cpu_ticks(), started.elapsed().as_secs_f64(), cpus);
 
-    // The replay jobs also recorded their calibration calls: use the rounds only.
+    // Everything below is computed round by round, then summarised: a
+    // ratio of two figures of the same round cancels the machine's drift.
     let rounds = cfg.rounds;
-    let (ceil_secs, ceil_spread) = results[0];
-    let ceil_gflops = ceiling.flops() as f64 / ceil_secs / 1e9;
-    let per_thread_ceiling = ceil_gflops / threads as f64;
-    let at = |p: usize, k: usize| results[1 + p * per_preset + k];
-    let ips = |p: usize, k: usize, imgs: usize| imgs as f64 / at(p, k).0;
+    let per_round =
+        |j: usize, f: &dyn Fn(f64) -> f64| -> Vec<f64> { secs[j].iter().map(|&s| f(s)).collect() };
+    let ceiling_all = per_round(0, &|s| ceiling.flops() as f64 / s / 1e9);
+    let ceiling_one = per_round(1, &|s| ceiling.flops() as f64 / threads as f64 / s / 1e9);
+    let job = |p: usize, k: usize| 2 + k * PRESETS.len() + p;
+    let ips = |p: usize, k: usize, imgs: usize| per_round(job(p, k), &|s| imgs as f64 / s);
+    let speeds: Vec<Speeds> = (0..PRESETS.len())
+        .map(|p| {
+            let train64 = ips(p, 0, n);
+            let single = ips(p, 4, n);
+            let flops = 6.0 * setups[p].plan.forward_macs() as f64;
+            let pct: Vec<f64> =
+                train64.iter().zip(&ceiling_all).map(|(i, c)| flops * i / 1e9 / c * 100.0).collect();
+            let scaling: Vec<f64> = train64.iter().zip(&single).map(|(a, b)| a / b).collect();
+            Speeds {
+                series: [train64.clone(), ips(p, 1, big), ips(p, 2, n), ips(p, 3, big), single],
+                gflops: est(&train64.iter().map(|i| flops * i / 1e9).collect::<Vec<_>>()),
+                pct_ceiling: est(&pct),
+                scaling: est(&scaling),
+                step_secs: median(&secs[job(p, 0)]),
+            }
+        })
+        .collect();
 
     let replays: Vec<Replay> = (0..PRESETS.len())
         .map(|p| {
             let nanos = &replay_nanos[p][replay_nanos[p].len() - rounds..];
             let walls = &replay_walls[p][replay_walls[p].len() - rounds..];
-            let rows = nanos[0].len();
-            let us = (0..rows)
-                .map(|r| {
-                    let per = |d: usize| {
-                        let v: Vec<f64> = nanos
-                            .iter()
-                            .zip(walls)
-                            .map(|(ns, (iters, _))| ns[r][d] as f64 / 1e3 / (*iters as f64 * n as f64))
-                            .collect();
-                        median(&v)
-                    };
-                    [per(0), per(1)]
+            let per_image = |ns: u64, iters: u64| ns as f64 / 1e3 / (iters as f64 * n as f64);
+            let us = nanos
+                .iter()
+                .zip(walls)
+                .map(|(ns, &(iters, _))| {
+                    ns.iter().map(|t| [per_image(t[0], iters), per_image(t[1], iters)]).collect()
                 })
                 .collect();
-            let upd: Vec<f64> = walls
-                .iter()
-                .map(|(iters, w)| {
-                    (w.reduce + w.sgd) as f64 / 1e3 * threads as f64 / (*iters as f64 * n as f64)
-                })
-                .collect();
-            let step: Vec<f64> = walls
-                .iter()
-                .map(|(iters, w)| (w.lanes + w.reduce + w.sgd) as f64 / 1e9 / *iters as f64)
-                .collect();
-            Replay { us, update_us: median(&upd), step_secs: median(&step) }
+            let t = threads as u64;
+            let update_us =
+                walls.iter().map(|&(iters, w)| per_image((w.reduce + w.sgd) * t, iters)).collect();
+            let step_us =
+                walls.iter().map(|&(iters, w)| per_image((w.lanes + w.reduce + w.sgd) * t, iters)).collect();
+            Replay { us, update_us, step_us }
         })
         .collect();
 
@@ -303,27 +391,26 @@ fn main() {
         threads,
         others,
         rounds,
-        ceiling: (ceil_gflops, ceil_spread),
-        per_thread_ceiling,
+        ceiling: est(&ceiling_all),
+        ceiling_series: ceiling_all.clone(),
+        ceiling_one: est(&ceiling_one),
         plans: &plans,
         replays: &replays,
-        speeds: &(0..PRESETS.len())
-            .map(|p| Speeds {
-                train: [(ips(p, 0, n), at(p, 0).1), (ips(p, 1, big), at(p, 1).1)],
-                infer: [(ips(p, 2, n), at(p, 2).1), (ips(p, 3, big), at(p, 3).1)],
-                single: (ips(p, 4, n), at(p, 4).1),
-                step_secs: at(p, 0).0,
-            })
-            .collect::<Vec<_>>(),
+        speeds: &speeds,
         batch: (n, big),
     });
 }
 
-/// Images/s with spread, per preset.
+/// The speeds of one preset.
 struct Speeds {
-    train: [(f64, f64); 2],
-    infer: [(f64, f64); 2],
-    single: (f64, f64),
+    /// Images/s per round: train 64, train 256, infer 64, infer 256, train
+    /// 64 on 1 thread.
+    series: [Vec<f64>; 5],
+    /// Useful GFLOP/s of the batch-64 step, and as % of the ceiling.
+    gflops: Est,
+    pct_ceiling: Est,
+    /// Batch-64 step, all threads over 1 thread.
+    scaling: Est,
     /// Median seconds of one batch-64 `Plan::train_step`.
     step_secs: f64,
 }
@@ -334,8 +421,11 @@ struct Report<'a> {
     /// Share of the CPUs other processes used during the run.
     others: Option<f64>,
     rounds: usize,
-    ceiling: (f64, f64),
-    per_thread_ceiling: f64,
+    /// GFLOP/s of the SGEMM ceiling on all threads and on one.
+    ceiling: Est,
+    /// The ceiling on all threads, per round.
+    ceiling_series: Vec<f64>,
+    ceiling_one: Est,
     plans: &'a [&'a graph::Plan],
     replays: &'a [Replay],
     speeds: &'a [Speeds],
@@ -351,10 +441,11 @@ fn print_report(r: &Report) {
         println!("**Quick smoke run: these numbers mean nothing.**\n");
     }
     println!(
-        "{cpu}, {} rayon threads; other processes used {} of the CPU time during the run. Every figure is \
-         the median of {} rounds that interleave all measurements; `±` is the spread (max - min) over the \
-         rounds.\n",
+        "{cpu}, {} rayon threads, {}; other processes used {} of the CPU time during the run. Every \
+         figure is the median of {} rounds that interleave all measurements, `±` half the interquartile \
+         range over the rounds; ratios (GAP vs FC, % of the ceiling, scaling) are taken within each round.\n",
         r.threads,
+        commit(),
         r.others.map_or("an unknown share".into(), |o| format!("{:.1}%", o * 100.0)),
         r.rounds
     );
@@ -363,11 +454,13 @@ fn print_report(r: &Report) {
     }
     println!(
         "SGEMM ceiling: single-threaded 512^3 `sgemm` on each of {} threads at once: **{:.1} GFLOP/s** \
-         ({:.1} per thread, ±{:.0}%).\n",
+         ±{:.0}% ({:.1} per thread); on 1 thread alone: {:.1} GFLOP/s ±{:.0}%.\n",
         r.threads,
-        r.ceiling.0,
-        r.per_thread_ceiling,
-        r.ceiling.1 * 100.0
+        r.ceiling.median,
+        r.ceiling.spread * 100.0,
+        r.ceiling.median / r.threads as f64,
+        r.ceiling_one.median,
+        r.ceiling_one.spread * 100.0
     );
 
     // ---- Parameters and speed, FC head vs GAP head ----
@@ -409,58 +502,62 @@ fn print_report(r: &Report) {
         2.0 * mg / 1e6,
         pct(mf, mg)
     );
-    let speed_row = |label: &str, f: (f64, f64), g: (f64, f64)| {
+    let [sf, sg] = [&r.speeds[0], &r.speeds[1]];
+    // row k of the speeds: both presets, and GAP against FC round by round
+    let speed_row = |label: &str, k: usize| {
+        let (f, g) = (est(&sf.series[k]), est(&sg.series[k]));
+        let ratio: Vec<f64> = sf.series[k].iter().zip(&sg.series[k]).map(|(f, g)| g / f).collect();
+        let ratio = median(&ratio);
         println!(
-            "| {label} | {} ±{:.0}% | {} ±{:.0}% | {:+.1}% images/s, {:+.1}% time |",
-            thousands(f.0 as u64),
-            f.1 * 100.0,
-            thousands(g.0 as u64),
-            g.1 * 100.0,
-            pct(f.0, g.0),
-            pct(1.0 / f.0, 1.0 / g.0)
+            "| {label} | {} ±{:.0}% | {} ±{:.0}% | {:+.1}% images/s ({:+.1}% time) |",
+            thousands(f.median as u64),
+            f.spread * 100.0,
+            thousands(g.median as u64),
+            g.spread * 100.0,
+            (ratio - 1.0) * 100.0,
+            (1.0 / ratio - 1.0) * 100.0
         )
     };
-    let [sf, sg] = [&r.speeds[0], &r.speeds[1]];
-    speed_row(&format!("training, batch {n} (images/s)"), sf.train[0], sg.train[0]);
-    speed_row(&format!("training, batch {big} (images/s)"), sf.train[1], sg.train[1]);
-    speed_row(&format!("inference, batch {n} (images/s)"), sf.infer[0], sg.infer[0]);
-    speed_row(&format!("inference, batch {big} (images/s)"), sf.infer[1], sg.infer[1]);
-    let gflops = |p: &graph::Plan, ips: f64| 6.0 * p.forward_macs() as f64 * ips / 1e9;
-    let (gf, gg) = (gflops(fc, sf.train[0].0), gflops(gap, sg.train[0].0));
-    println!("| training GFLOP/s, batch {n} (6 x forward MACs per image) | {gf:.1} | {gg:.1} | |");
+    speed_row(&format!("training, batch {n} (images/s)"), 0);
+    speed_row(&format!("training, batch {big} (images/s)"), 1);
+    speed_row(&format!("inference, batch {n} (images/s)"), 2);
+    speed_row(&format!("inference, batch {big} (images/s)"), 3);
     println!(
-        "| % of the SGEMM ceiling ({:.0} GFLOP/s) | {:.1}% | {:.1}% | |",
-        r.ceiling.0,
-        gf / r.ceiling.0 * 100.0,
-        gg / r.ceiling.0 * 100.0
+        "| training GFLOP/s, batch {n} (6 x forward MACs per image) | {:.1} | {:.1} | |",
+        sf.gflops.median, sg.gflops.median
     );
-    speed_row(&format!("training, batch {n}, 1 thread (images/s)"), sf.single, sg.single);
     println!(
-        "| scaling 1 -> {} threads, batch {n} | {:.2}x | {:.2}x | |",
+        "| % of the SGEMM ceiling | {:.1}% ±{:.0}% | {:.1}% ±{:.0}% | |",
+        sf.pct_ceiling.median,
+        sf.pct_ceiling.spread * 100.0,
+        sg.pct_ceiling.median,
+        sg.pct_ceiling.spread * 100.0
+    );
+    speed_row(&format!("training, batch {n}, 1 thread (images/s)"), 4);
+    println!(
+        "| scaling 1 -> {} threads, batch {n} (SGEMM alone: {:.2}x) | {:.2}x | {:.2}x | |",
         r.threads,
-        sf.train[0].0 / sf.single.0,
-        sg.train[0].0 / sg.single.0
+        r.ceiling.median / r.ceiling_one.median,
+        sf.scaling.median,
+        sg.scaling.median
     );
     println!();
 
     // ---- Per-layer shares of the step ----
     println!(
-        "Where the time of a batch-{n} training step goes: thread-time per image (µs; CPU time of each \
-         layer summed over the lanes, from a per-node timed replay of the step) and its share of the \
-         measured `Plan::train_step` time x {} threads.\n",
+        "Where the time of a batch-{n} training step goes, from a per-node timed replay of the step \
+         (checked bit-identical to `Plan::forward_backward`): each layer's time summed over the lanes, per \
+         image (µs of thread-time), and its share of the replayed step's wall time x {} threads, taken \
+         within each round.\n",
         r.threads
     );
     println!("| layer | op | seed-fc µs/image, fwd + bwd | share | seed-gap µs/image, fwd + bwd | share |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
-    // thread-µs per image of the real step
-    let budget: Vec<f64> = r.speeds.iter().map(|s| s.step_secs * 1e6 * r.threads as f64 / n as f64).collect();
     let trunk = head_start(fc.nodes());
-    let share = |p: usize, us: f64| format!("{:.1}%", us / budget[p] * 100.0);
-    // rows: node indices of each preset's replay
+    // rows: node indices of a preset's replay
     let cell = |p: usize, rows: &[usize]| {
-        let us = &r.replays[p].us;
-        let (f, b): (f64, f64) = (rows.iter().map(|&i| us[i][0]).sum(), rows.iter().map(|&i| us[i][1]).sum());
-        format!("{f:.1} + {b:.1} | {}", share(p, f + b))
+        let (f, b, share) = r.replays[p].rows(rows);
+        format!("{f:.1} + {b:.1} | {:.1}%", share * 100.0)
     };
     for (i, node) in fc.nodes()[..trunk].iter().enumerate() {
         println!("| {} | {} | {} | {} |", node.name, describe(node), cell(0, &[i]), cell(1, &[i]));
@@ -495,17 +592,26 @@ fn print_report(r: &Report) {
         cell(1, &head_g).replace(" | ", "** | **")
     );
     println!("| softmax_ce | softmax + cross-entropy | {} | {} |", cell(0, &[kf]), cell(1, &[kg]));
-    let upd = |p: usize| format!("{:.1} | {}", r.replays[p].update_us, share(p, r.replays[p].update_us));
+    let upd = |p: usize| {
+        let rp = &r.replays[p];
+        let (u, share) = (rp.med(|i| rp.update_us[i]), rp.med(|i| rp.update_us[i] / rp.step_us[i]));
+        format!("{u:.1} | {:.1}%", share * 100.0)
+    };
     println!("| update | gradient reduction + SGD (wall x threads) | {} | {} |", upd(0), upd(1));
     let other = |p: usize| {
-        let used: f64 = r.replays[p].us.iter().map(|u| u[0] + u[1]).sum::<f64>() + r.replays[p].update_us;
-        let rest = budget[p] - used;
-        format!("{rest:.1} | {}", share(p, rest))
+        let (rest, share) = r.replays[p].other();
+        format!("{rest:.1} | {:.1}%", share * 100.0)
     };
-    println!("| other | idle threads, fork/join, imbalance, timer | {} | {} |", other(0), other(1));
+    println!("| other | threads idle at the end of the lanes, fork/join | {} | {} |", other(0), other(1));
+    let step = |p: usize| {
+        let rp = &r.replays[p];
+        rp.med(|i| rp.step_us[i])
+    };
     println!(
-        "| step | `Plan::train_step` x {} threads | {:.1} | 100% | {:.1} | 100% |",
-        r.threads, budget[0], budget[1]
+        "| step | the replayed step, wall x {} threads | {:.1} | 100% | {:.1} | 100% |",
+        r.threads,
+        step(0),
+        step(1)
     );
     println!();
 
@@ -516,14 +622,14 @@ fn print_report(r: &Report) {
     for (p, plan) in r.plans.iter().enumerate() {
         let nodes = plan.nodes();
         for (i, node) in nodes.iter().enumerate().skip(head_start(nodes)) {
-            let [f, b] = r.replays[p].us[i];
+            let (f, b, share) = r.replays[p].rows(&[i]);
             println!(
                 "| {} | {} | {} | {} | {f:.2} | {b:.2} | {:.2}% |",
                 plan.spec().name,
                 node.name,
                 describe(node),
                 thousands(node_params(node) as u64),
-                (f + b) / budget[p] * 100.0
+                share * 100.0
             );
         }
     }
@@ -531,9 +637,10 @@ fn print_report(r: &Report) {
 
     // ---- Convolution efficiency ----
     println!(
-        "The convolutions against the SGEMM ceiling of one thread ({:.1} GFLOP/s), mean of the two \
-         presets' replays (same trunk):\n",
-        r.per_thread_ceiling
+        "The convolutions against the SGEMM ceiling of one thread (while all {} run: {:.1} GFLOP/s), from \
+         both presets' replays (same trunk), the percentage taken within each round:\n",
+        r.threads,
+        r.ceiling.median / r.threads as f64
     );
     println!("| layer | op | MFLOP/image fwd | fwd GFLOP/s | % | bwd GFLOP/s | % |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
@@ -542,15 +649,24 @@ fn print_report(r: &Report) {
         if ff == 0 {
             continue;
         }
-        let mean = |d: usize| (r.replays[0].us[i][d] + r.replays[1].us[i][d]) / 2.0;
-        let (gf, gb) = (ff as f64 / mean(0) / 1e3, fb as f64 / mean(1) / 1e3);
+        // GFLOP/s and % of the per-thread ceiling, per round of both replays
+        let series = |d: usize, flops: u64| {
+            let (mut g, mut pct) = (Vec::new(), Vec::new());
+            for rp in r.replays {
+                for (round, ceiling) in rp.us.iter().zip(&r.ceiling_series) {
+                    let gflops = flops as f64 / round[i][d] / 1e3;
+                    g.push(gflops);
+                    pct.push(gflops / (ceiling / r.threads as f64) * 100.0);
+                }
+            }
+            (median(&g), median(&pct))
+        };
+        let ((gf, pf), (gb, pb)) = (series(0, ff), series(1, fb));
         println!(
-            "| {} | {} | {:.2} | {gf:.1} | {:.0}% | {gb:.1} | {:.0}% |",
+            "| {} | {} | {:.2} | {gf:.1} | {pf:.0}% | {gb:.1} | {pb:.0}% |",
             node.name,
             describe(node),
-            ff as f64 / 1e6,
-            gf / r.per_thread_ceiling * 100.0,
-            gb / r.per_thread_ceiling * 100.0
+            ff as f64 / 1e6
         );
     }
     println!();
@@ -558,7 +674,10 @@ fn print_report(r: &Report) {
         .replays
         .iter()
         .zip(r.speeds)
-        .map(|(rp, s)| format!("{:.2} ms vs {:.2} ms", rp.step_secs * 1e3, s.step_secs * 1e3))
+        .map(|(rp, s)| {
+            let replay_ms = rp.med(|i| rp.step_us[i]) * n as f64 / r.threads as f64 / 1e3;
+            format!("{replay_ms:.2} ms vs {:.2} ms", s.step_secs * 1e3)
+        })
         .collect();
     println!(
         "Replay check: the per-node replay computes the same loss and gradient bits as \

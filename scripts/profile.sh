@@ -94,9 +94,17 @@ perf record -q -F "$PERF_FREQ" -e "$PERF_EVENT" --call-graph "$call_graph" -o "$
 # --- flamegraph ----------------------------------------------------------------
 folded="$PROFILE_DIR/stacks.folded"
 perf script -i "$data" 2>/dev/null | inferno-collapse-perf >"$folded"
-title="gapnet: trainer ${args[*]} ($PERF_EVENT, $PERF_FREQ Hz, $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$commit + local changes"; fi
+title="gapnet: trainer ${args[*]} ($PERF_EVENT, $PERF_FREQ Hz, $(nproc) CPUs, commit $commit)"
 title=${title//"$PROFILE_DIR/run"/<tmp>}
-inferno-flamegraph --title "$title" --countname samples <"$folded" >"$FLAMEGRAPH"
+# A sample's weight is its event period: nanoseconds for cpu-clock.
+case "$PERF_EVENT" in
+    cpu-clock* | task-clock*) unit=ns ;;
+    cycles*) unit=cycles ;;
+    *) unit=events ;;
+esac
+inferno-flamegraph --title "$title" --countname "$unit" <"$folded" >"$FLAMEGRAPH"
 
 # --- hottest functions ---------------------------------------------------------
 # From the folded stacks: self time (the leaf frame) and total time (every
