@@ -14,7 +14,8 @@
 //!
 //! Useful FLOPs of a training step = 3 x 2 x forward multiply-adds per image
 //! (`Plan::forward_macs`): ~11.2 MFLOP for seed-fc, ~10.2 for seed-gap.
-//! `cargo bench --bench summary` turns these into one table.
+//! `cargo bench --bench summary` measures the same, interleaved round by
+//! round so the comparisons survive a drifting machine, into one table.
 
 mod common;
 
