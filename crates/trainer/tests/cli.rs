@@ -1,65 +1,14 @@
 //! End to end: the real `trainer` binary on small generated CIFAR files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const RECORD: usize = 3073;
+use std::process::Command;
 
-/// A two-class CIFAR folder (train.bin, test.bin, batches.meta.txt) with
-/// learnable images: airplanes (label 0) bright at the top, ships (label 8)
-/// bright at the bottom, plus noise.
-fn make_data(dir: &Path, train: usize, test: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut state = 12345u64;
-    let mut noise = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 56) as u8 / 2
-    };
-    for (name, n) in [("train.bin", train), ("test.bin", test)] {
-        let mut bytes = Vec::with_capacity(n * RECORD);
-        for i in 0..n {
-            let label = if i % 2 == 0 { 0u8 } else { 8u8 };
-            bytes.push(label);
-            for _c in 0..3 {
-                for row in 0..32 {
-                    for _col in 0..32 {
-                        let bright = (row < 16) == (label == 0);
-                        bytes.push(noise() + if bright { 120 } else { 0 });
-                    }
-                }
-            }
-        }
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    let names = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
-    std::fs::write(dir.join("batches.meta.txt"), names).unwrap();
-}
-
-fn trainer(args: &[&str]) -> Output {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_trainer")).args(args).env_remove("CIFAR10_DIR").output().unwrap();
-    assert!(
-        out.status.success(),
-        "trainer {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gapnet-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{make_data, s, tmp, trainer};
 
 #[test]
 fn train_writes_every_output_and_eval_reproduces_the_accuracy() {
-    let root = tmp("train");
+    let root = tmp("cli-train");
     let (data, out) = (root.join("data"), root.join("run"));
     make_data(&data, 300, 100);
     let args =
@@ -122,7 +71,7 @@ fn train_writes_every_output_and_eval_reproduces_the_accuracy() {
 
 #[test]
 fn resume_continues_bit_identically() {
-    let root = tmp("resume");
+    let root = tmp("cli-resume");
     let data = root.join("data");
     make_data(&data, 200, 40);
     let (straight, resumed) = (root.join("straight"), root.join("resumed"));
@@ -144,7 +93,7 @@ fn resume_continues_bit_identically() {
 
 #[test]
 fn compare_prints_a_table_and_one_plot_for_all_models() {
-    let root = tmp("compare");
+    let root = tmp("cli-compare");
     let data = root.join("data");
     make_data(&data, 120, 40);
     let out = root.join("cmp");
@@ -166,31 +115,6 @@ fn compare_prints_a_table_and_one_plot_for_all_models() {
     );
     for file in ["curves.png", "summary.md", "seed-gap/model.safetensors", "seed-fc20/metrics.csv"] {
         assert!(out.join(file).exists(), "{file}");
-    }
-    std::fs::remove_dir_all(&root).unwrap();
-}
-
-#[test]
-fn bad_flags_are_one_line_errors() {
-    let root = tmp("flags");
-    let data = root.join("data");
-    make_data(&data, 20, 10);
-    for (args, needle) in [
-        (vec!["train", "--batch", "0"], "--batch 0"),
-        (vec!["train", "--lr", "-1"], "--lr -1"),
-        (vec!["train", "--lr", "NaN"], "--lr NaN"),
-        (vec!["train", "--threads", "0"], "--threads 0"),
-        (vec!["train", "--model", "no-such-model"], "not a preset"),
-        (vec!["train", "--classes", "airplane,unicorn"], "unicorn"),
-    ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
-            .args(&args)
-            .args(["--data", s(&data), "--out", s(&root.join("o"))])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
