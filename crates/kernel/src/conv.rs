@@ -101,6 +101,10 @@ pub fn im2col(s: &Conv2d, x: &[f32], cols: &mut [f32]) {
         let kj = row % s.kw;
         let src = &x[c * plane..(c + 1) * plane];
         let (lo, hi) = valid_range(wo, s.w, s.stride, kj, s.pad);
+        if s.stride == 1 && wo == s.w && lo < hi {
+            im2col_row_same(s, src, ki, kj, lo, hi, dst);
+            continue;
+        }
         for (oy, out_row) in dst.chunks_exact_mut(wo).enumerate() {
             let iy = (oy * s.stride + ki).wrapping_sub(s.pad);
             if iy >= s.h {
@@ -115,16 +119,39 @@ pub fn im2col(s: &Conv2d, x: &[f32], cols: &mut [f32]) {
             let in_row = &src[iy * s.w..(iy + 1) * s.w];
             let x0 = lo * s.stride + kj - s.pad;
             if s.stride == 1 {
-                // rows are short (8-32 floats): a plain loop beats memcpy's call
-                for (o, v) in out_row[lo..hi].iter_mut().zip(&in_row[x0..x0 + hi - lo]) {
-                    *o = *v;
-                }
+                out_row[lo..hi].copy_from_slice(&in_row[x0..x0 + hi - lo]);
             } else {
                 for (o, v) in out_row[lo..hi].iter_mut().zip(in_row[x0..].iter().step_by(s.stride)) {
                     *o = *v;
                 }
             }
         }
+    }
+}
+
+/// One row `(c, ki, kj)` of `im2col` when the stride is 1 and the output is
+/// as wide as the input ("same" padding, e.g. 3x3 pad 1): then the valid
+/// part of the row is the input plane shifted by a constant offset, so one
+/// block copy does every output row at once, and only the `pad` columns that
+/// wrapped around from the neighbouring row are zeroed afterwards.
+fn im2col_row_same(s: &Conv2d, src: &[f32], ki: usize, kj: usize, lo: usize, hi: usize, dst: &mut [f32]) {
+    let w = s.w;
+    // output rows whose input row oy + ki - pad lies inside the plane
+    let oy_lo = s.pad.saturating_sub(ki);
+    let oy_hi = (s.h + s.pad).saturating_sub(ki).min(s.out_h());
+    if oy_lo >= oy_hi {
+        dst.fill(0.0);
+        return;
+    }
+    let (start, end) = (oy_lo * w + lo, (oy_hi - 1) * w + hi);
+    // dst[t] = src[t + shift] for every t in start..end
+    let from = (oy_lo + ki - s.pad) * w + lo + kj - s.pad;
+    dst[..start].fill(0.0);
+    dst[start..end].copy_from_slice(&src[from..from + end - start]);
+    dst[end..].fill(0.0);
+    for row in dst[oy_lo * w..oy_hi * w].chunks_exact_mut(w) {
+        row[..lo].fill(0.0);
+        row[hi..].fill(0.0);
     }
 }
 
