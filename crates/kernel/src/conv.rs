@@ -155,6 +155,21 @@ fn im2col_row_same(s: &Conv2d, src: &[f32], ki: usize, kj: usize, lo: usize, hi:
     }
 }
 
+/// Sum of a slice in eight interleaved partial sums (a fixed order, so the
+/// same bits every time): a plain `iter().sum()` is one long chain of
+/// dependent adds that the compiler may not reorder or vectorise.
+fn sum_lanes8(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + rest
+}
+
 /// The adjoint of `im2col`: add every entry of `cols[C*kh*kw, Ho*Wo]` onto
 /// the input pixel it was read from. `dx[C, H, W]` is accumulated into, not
 /// overwritten; entries that came from padding are dropped.
@@ -255,7 +270,7 @@ pub fn conv2d_backward(
         sgemm(1.0, dym, Mat::rows(&cols[..k * p], k, p).t(), beta, dw);
         if let Some(db) = db.as_deref_mut() {
             for (g, plane) in db.iter_mut().zip(dyi.chunks_exact(p)) {
-                let sum: f32 = plane.iter().sum();
+                let sum = sum_lanes8(plane);
                 *g = if beta == 0.0 { sum } else { *g + sum };
             }
         }
