@@ -11,12 +11,15 @@
 //! - [`optim`]: SGD with momentum and weight decay.
 //! - [`checkpoint`]: parameters and optimizer state as safetensors.
 //! - [`inspect`]: read-only health checks (dead ReLUs) and a memory bound.
+//! - [`probe`]: looking inside: per-node activations, logit gradients,
+//!   class activation maps and plane pruning (allocates; not the hot path).
 
 pub mod checkpoint;
 pub mod exec;
 pub mod inspect;
 pub mod optim;
 pub mod plan;
+pub mod probe;
 pub mod spec;
 
 pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata};
@@ -25,4 +28,5 @@ pub use inspect::footprint_bytes;
 pub use kernel::{argmax, Loss, LossSums};
 pub use optim::{sgd_update, Sgd};
 pub use plan::{Init, Node, Op, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};
+pub use probe::{ClassMaps, Head, ProbeError, Trace};
 pub use spec::{preset, LayerSpec, ModelSpec, PRESETS};
