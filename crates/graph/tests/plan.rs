@@ -117,3 +117,19 @@ fn impossible_specs_are_errors_naming_the_layer() {
     assert!(Plan::new(&spec, Shape::new(3, 32, 32), 0).err().unwrap().to_string().contains("batch"));
     assert!(Plan::new(&spec, Shape::new(3, 2, 2), 4).is_err());
 }
+
+/// A ReLU directly before a max pool runs after it (same values, a quarter
+/// of the work); a ReLU not followed by a pool stays where the spec has it.
+#[test]
+fn relu_before_a_pool_runs_after_it() {
+    let names: Vec<String> = plan("seed-fc").nodes().iter().map(|n| n.name.clone()).collect();
+    let want = [
+        "conv1", "pool1", "relu1", "conv2", "pool2", "relu2", "conv3", "relu3", "fc1", "relu4", "fc2",
+        "relu5", "fc3",
+    ];
+    assert_eq!(names, want);
+    let p = plan("seed-fc");
+    let (pool1, relu1) = (&p.nodes()[1], &p.nodes()[2]);
+    assert_eq!(relu1.in_shape, pool1.out_shape, "the moved ReLU works on the pooled planes");
+    assert_eq!(relu1.out_shape, Shape::new(20, 16, 16));
+}

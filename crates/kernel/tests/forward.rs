@@ -106,7 +106,7 @@ fn im2col_col2im_are_adjoint() {
 #[test]
 fn maxpool_forward_matches_reference() {
     let mut rng = rng(4);
-    for case in POOL_CASES {
+    for case in POOL_CASES.iter().chain(WIDE_POOL_CASES) {
         let (s, n) = (case.s, case.n);
         let x = rand_vec(&mut rng, n * s.in_len());
         let mut y = vec![f32::NAN; n * s.out_len()];
@@ -139,7 +139,7 @@ fn maxpool_forward_matches_reference() {
 #[test]
 fn maxpool_ties_go_to_first_in_window() {
     let mut rng = rng(9);
-    for case in POOL_CASES {
+    for case in POOL_CASES.iter().chain(WIDE_POOL_CASES) {
         let (s, n) = (case.s, case.n);
         let x: Vec<f32> = (0..n * s.in_len()).map(|_| rng.random_range(-1i32..=1) as f32).collect();
         let mut y = vec![f32::NAN; n * s.out_len()];

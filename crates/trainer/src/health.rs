@@ -45,15 +45,19 @@ pub fn chance_streak(rows: &[EpochRow], k: usize) -> usize {
     rows.iter().rev().take_while(|r| at_chance(r.train_ce, k)).count()
 }
 
-/// The dead ReLU layers of the last forward pass, each with the layer that
-/// feeds it: `relu4 (after fc1)`.
+/// The dead ReLU layers of the last forward pass, each with the weighted
+/// layer that feeds it (a max pool the plan runs in between is skipped):
+/// `relu4 (after fc1)`.
 pub fn dead_relus(plan: &Plan) -> Vec<String> {
     let nodes = plan.nodes();
     plan.dead_relus()
         .into_iter()
-        .map(|name| match nodes.iter().position(|n| n.name == name) {
-            Some(i) if i > 0 => format!("{name} (after {})", nodes[i - 1].name),
-            _ => name.to_string(),
+        .map(|name| {
+            let at = nodes.iter().position(|n| n.name == name).unwrap_or(0);
+            match nodes[..at].iter().rev().find(|n| n.weight.is_some()) {
+                Some(feed) => format!("{name} (after {})", feed.name),
+                None => name.to_string(),
+            }
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 //! node list, and seeded random batches.
 #![allow(dead_code)]
 
-use graph::{Loss, Op, Plan, Reduction};
+use graph::{LayerSpec, Loss, Node, Op, Plan, Reduction};
 use kernel::reference;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,10 +19,11 @@ pub fn reference_loss(
     red: Reduction,
 ) -> f64 {
     let per = plan.input_shape().len();
+    let nodes = nodes_in_spec_order(plan);
     let mut total = 0.0;
     for (i, &label) in labels.iter().enumerate() {
         let mut a: Vec<f64> = x[i * per..(i + 1) * per].iter().map(|&v| v as f64).collect();
-        for node in plan.nodes() {
+        for node in &nodes {
             let w = node.weight.clone().map(|r| &params[r]);
             let b = node.bias.clone().map(|r| &params[r]);
             a = match node.op {
@@ -39,6 +40,33 @@ pub fn reference_loss(
         Reduction::Mean => total / labels.len() as f64,
         Reduction::Sum => total,
     }
+}
+
+/// The plan's nodes in the order the spec lists the layers (the plan may
+/// run some in another order, e.g. a ReLU after the max pool it precedes in
+/// the spec): the reference must compute what the spec says. Nodes of one
+/// kind keep their relative order, so each spec layer takes the next
+/// unused node of its kind.
+fn nodes_in_spec_order(plan: &Plan) -> Vec<&Node> {
+    let mut used = vec![false; plan.nodes().len()];
+    let mut order = Vec::new();
+    for layer in &plan.spec().layers {
+        let want = match layer {
+            LayerSpec::Flatten => continue,
+            LayerSpec::Conv { .. } => "conv",
+            LayerSpec::Relu => "relu",
+            LayerSpec::MaxPool { .. } => "pool",
+            LayerSpec::GlobalAvgPool => "gap",
+            LayerSpec::Dense { .. } => "fc",
+        };
+        let i = (0..used.len())
+            .find(|&i| !used[i] && plan.nodes()[i].name.starts_with(want))
+            .unwrap_or_else(|| panic!("no node left for {layer}"));
+        used[i] = true;
+        order.push(&plan.nodes()[i]);
+    }
+    assert_eq!(order.len(), plan.nodes().len(), "every node belongs to one spec layer");
+    order
 }
 
 /// `n` random images in [0, 1) and labels below `classes`.

@@ -196,6 +196,15 @@ pub const POOL_CASES: &[PoolCase] = &[
     pool(1, 3, 3, 3, 2, true, 1),
 ];
 
+/// Wide rows, windows wider than the stride, a huge window: forward checks
+/// only, too big for finite differences.
+pub const WIDE_POOL_CASES: &[PoolCase] = &[
+    pool(1, 5, 1000, 3, 2, true, 1),
+    pool(1, 6, 530, 5, 3, false, 1),
+    pool(1, 262, 300, 260, 7, true, 1),
+    pool(2, 3, 1100, 3, 2, true, 1),
+];
+
 /// Dense test cases: `(shape, bias, n)`.
 pub const DENSE_CASES: &[(Dense, bool, usize)] = &[
     (Dense { inputs: 5, outputs: 3 }, true, 1),
