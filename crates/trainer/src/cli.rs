@@ -1,4 +1,4 @@
-//! The command line: `trainer [train|compare|eval] ...`. With no
+//! The command line: `trainer [train|compare|eval|explain|prune] ...`. With no
 //! subcommand the trainer runs `compare` with its defaults: the episode's
 //! FC head against its GAP head.
 
@@ -27,6 +27,10 @@ pub enum Command {
     Compare(CompareArgs),
     /// Evaluate a checkpoint on the test split: accuracy, per class, confusion matrix
     Eval(EvalArgs),
+    /// Class activation maps and per-plane statistics of a checkpoint on the test split
+    Explain(ExplainArgs),
+    /// Zero planes of the last convolution (before the head) and see what changes
+    Prune(PruneArgs),
 }
 
 /// The two training recipes.
@@ -143,6 +147,72 @@ pub struct EvalArgs {
     /// A model.safetensors written by `trainer train`
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Dataset folder (else $CIFAR10_DIR, else the search path)
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Use only the first N test images
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    /// Worker threads (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    long_about = "Look inside a checkpoint: class activation maps (CAM) of the planes that feed the head \
+                        for a global-average-pooling model, Grad-CAM for any other, on the test images the model \
+                        misclassifies most confidently and on the ones it gets right most confidently.\n\n\
+                        Writes misclassified.png and correct.png (per row: the image, the map of the predicted \
+                        class, the map of the true class or the runner-up, and the planes that decided between \
+                        the two), examples.csv (the numbers behind every row) and planes.csv (per plane: mean \
+                        activation per class, weight and contribution per class, over all test images)."
+)]
+pub struct ExplainArgs {
+    /// A model.safetensors (or state.safetensors) written by `trainer train` or `trainer prune`
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Dataset folder (else $CIFAR10_DIR, else the search path)
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder (default: `explain` beside the checkpoint)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Images of each kind (misclassified, correct) to show
+    #[arg(long, default_value_t = 8)]
+    pub top: usize,
+    /// Use only the first N test images
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    /// Worker threads (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    group = clap::ArgGroup::new("what").required(true).args(["planes", "scan"]),
+    long_about = "Prune planes of the last convolution by hand: the named planes are set to zero before the \
+                  global average pool or the first dense layer (by zeroing the dense columns that read them, so \
+                  the pruned model is an ordinary checkpoint). Prints the test accuracy before and after and \
+                  every changed prediction. Planes count from 0, as PyTorch counts channels; `trainer explain` \
+                  shows what each plane does.\n\n\
+                  --scan removes each plane alone in turn and prints a table sorted by the change in accuracy \
+                  (it replays only the head, so its numbers agree with --planes P up to float summation order)."
+)]
+pub struct PruneArgs {
+    /// A model.safetensors (or state.safetensors) written by `trainer train` or `trainer prune`
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Planes to zero, comma-separated (e.g. 3,7)
+    #[arg(long)]
+    pub planes: Option<String>,
+    /// Remove every plane alone in turn and print a table sorted by the change in accuracy
+    #[arg(long, conflicts_with = "out")]
+    pub scan: bool,
+    /// Save the pruned model as a checkpoint here (atomically)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Dataset folder (else $CIFAR10_DIR, else the search path)
     #[arg(long)]
     pub data: Option<PathBuf>,

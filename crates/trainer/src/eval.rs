@@ -1,12 +1,15 @@
 //! `trainer eval`: a checkpoint on the test split: accuracy, per-class
-//! accuracy and the confusion matrix.
+//! accuracy and the confusion matrix; and the checkpoint loading that
+//! `explain` and `prune` share with it.
+
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use graph::{argmax, read_model, Arena, Plan, Shape};
 
 use crate::augment::fill_batch;
 use crate::cli::EvalArgs;
-use crate::data::{self, Normalizer};
+use crate::data::{self, Dataset, Normalizer};
 use crate::health::check_memory;
 
 fn meta_json<T: serde::de::DeserializeOwned>(meta: &graph::Metadata, key: &str, file: &str) -> Result<T> {
@@ -16,10 +19,29 @@ fn meta_json<T: serde::de::DeserializeOwned>(meta: &graph::Metadata, key: &str, 
     serde_json::from_str(text).with_context(|| format!("{file}: unreadable {key:?} in the header"))
 }
 
-pub fn run(args: &EvalArgs) -> Result<()> {
-    let file = args.checkpoint.display().to_string();
-    let bytes =
-        std::fs::read(&args.checkpoint).with_context(|| format!("{file}: cannot read the checkpoint"))?;
+/// A checkpoint with everything needed to run it on its test split; what
+/// `eval`, `explain` and `prune` share, so they load and check a file the
+/// same way and report the same accuracy.
+pub struct Loaded {
+    /// The checkpoint's path, as errors name it.
+    pub file: String,
+    pub plan: Plan,
+    pub classes: Vec<String>,
+    pub norm: Normalizer,
+    /// The header's metadata (spec, input, classes, normalisation, ...).
+    pub meta: graph::Metadata,
+    /// The test split, cut to `--limit-test`.
+    pub test: Dataset,
+    /// Images run at once: the run's batch, so every command that predicts
+    /// splits the test set the same way.
+    pub batch: usize,
+}
+
+/// Read and check `checkpoint`, build its plan and load its test split
+/// from `data` (or the search path).
+pub fn load(checkpoint: &Path, data: Option<&Path>, limit_test: Option<usize>) -> Result<Loaded> {
+    let file = checkpoint.display().to_string();
+    let bytes = std::fs::read(checkpoint).with_context(|| format!("{file}: cannot read the checkpoint"))?;
     let (spec, input, meta) = read_model(&bytes, &file)?;
     let classes: Vec<String> = meta_json(&meta, "classes", &file)?;
     let norm =
@@ -37,12 +59,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         );
     }
     check_memory(&spec, input, 256, &file)?;
-    if args.limit_test == Some(0) {
+    if limit_test == Some(0) {
         bail!("--limit-test 0: keep at least one image");
     }
-    let dir = data::locate(args.data.as_deref())?;
+    let dir = data::locate(data)?;
     let mut test = data::load(&dir, &classes)?.test;
-    if let Some(n) = args.limit_test {
+    if let Some(n) = limit_test {
         test.truncate(n.min(test.len()));
     }
     let [c, h, w] = test.shape;
@@ -66,20 +88,47 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             return Err(e.into());
         }
     }
+    Ok(Loaded { file, plan, classes, norm, meta, test, batch })
+}
 
+impl Loaded {
+    /// The logits `[n, classes]` of every test image, by `Plan::predict`.
+    pub fn predict_all(&mut self) -> Vec<f32> {
+        let (k, len) = (self.classes.len(), self.test.image_len());
+        let mut logits = vec![0.0f32; self.test.len() * k];
+        let mut x = vec![0.0f32; self.batch * len];
+        let all: Vec<usize> = (0..self.test.len()).collect();
+        for (idx, out) in all.chunks(self.batch).zip(logits.chunks_mut(self.batch * k)) {
+            let xs = &mut x[..idx.len() * len];
+            fill_batch(&self.test, idx, &self.norm, None, 0, 0, xs);
+            self.plan.predict(xs, out);
+        }
+        logits
+    }
+
+    /// The normalised inputs of test images `idx`, `[idx.len(), C, H, W]`.
+    pub fn inputs(&self, idx: &[usize]) -> Vec<f32> {
+        let mut x = vec![0.0f32; idx.len() * self.test.image_len()];
+        fill_batch(&self.test, idx, &self.norm, None, 0, 0, &mut x);
+        x
+    }
+
+    /// Correctly predicted test images among `logits`.
+    pub fn correct(&self, logits: &[f32]) -> usize {
+        let k = self.classes.len();
+        logits.chunks_exact(k).zip(&self.test.labels).filter(|(row, &y)| argmax(row) == y as usize).count()
+    }
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let mut loaded = load(&args.checkpoint, args.data.as_deref(), args.limit_test)?;
+    let logits = loaded.predict_all();
+    let Loaded { file, classes, test, plan, .. } = &loaded;
+    let spec = plan.spec();
     let k = classes.len();
     let mut confusion = vec![vec![0usize; k]; k];
-    let mut x = vec![0.0f32; batch * test.image_len()];
-    let mut logits = vec![0.0f32; batch * k];
-    let all: Vec<usize> = (0..test.len()).collect();
-    for idx in all.chunks(batch) {
-        let xs = &mut x[..idx.len() * test.image_len()];
-        fill_batch(&test, idx, &norm, None, 0, 0, xs);
-        let out = &mut logits[..idx.len() * k];
-        plan.predict(xs, out);
-        for (row, &i) in out.chunks_exact(k).zip(idx) {
-            confusion[test.labels[i] as usize][argmax(row)] += 1;
-        }
+    for (row, &y) in logits.chunks_exact(k).zip(&test.labels) {
+        confusion[y as usize][argmax(row)] += 1;
     }
     let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
     println!(
@@ -98,7 +147,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     println!("\nconfusion matrix (rows: true class, columns: predicted):");
     print!("  {:<width$}", "");
-    for name in &classes {
+    for name in classes {
         print!(" {name:>width$}");
     }
     println!();

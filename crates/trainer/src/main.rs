@@ -1,16 +1,21 @@
-//! `trainer`: train, compare and evaluate the episode's CNNs on CIFAR-10.
+//! `trainer`: train, compare, evaluate and look inside the episode's CNNs
+//! on CIFAR-10.
 //! The program owns I/O, the command line and the loop; the numerics live
 //! in the graph and kernel crates.
 
 mod augment;
+mod camgrid;
 mod checkpoint;
 mod cli;
 mod data;
 mod eval;
+mod explain;
 mod health;
+mod heatmap;
 mod interrupt;
 mod metrics;
 mod plot;
+mod prune;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +53,14 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Eval(args)) => {
             set_threads(args.threads)?;
             eval::run(&args)
+        }
+        Some(Command::Explain(args)) => {
+            set_threads(args.threads)?;
+            explain::run(&args)
+        }
+        Some(Command::Prune(args)) => {
+            set_threads(args.threads)?;
+            prune::run(&args)
         }
         None => compare_command(CompareArgs::parse_defaults()),
     }
