@@ -219,6 +219,28 @@ pub fn head(plan: &Plan) -> Result<Head, ProbeError> {
     })
 }
 
+/// Where the outputs of node `node` sit on the input image: output
+/// element `i` (along either axis) is centred on input pixel `a * i + b`,
+/// returned as `(a, b)`. Each conv or pool of kernel `k`, stride `s`, pad
+/// `p` maps its output `i` to input `s * i - p + (k - 1) / 2`; composing them
+/// places a class map on the image exactly, where a plain resize would be
+/// off by a pixel or more (the seed network's 8x8 planes sit at
+/// `4 i + 3`, not at the `4 i + 1.5` of a half-pixel resize). A ceil-mode
+/// pool's clipped last window is treated as whole.
+pub fn receptive_centre(plan: &Plan, node: usize) -> (f64, f64) {
+    let (mut a, mut b) = (1.0, 0.0);
+    for n in &plan.nodes()[..=node] {
+        let (k, s, p) = match n.op {
+            Op::Conv(c) => (c.kh, c.stride, c.pad),
+            Op::MaxPool(m) => (m.size, m.stride, 0),
+            _ => continue,
+        };
+        b += a * ((k as f64 - 1.0) / 2.0 - p as f64);
+        a *= s as f64;
+    }
+    (a, b)
+}
+
 /// Per image and class, how the planes of the head's input speak for it.
 pub struct ClassMaps {
     /// `[n, plane_len]`: the map at the planes' resolution.

@@ -149,6 +149,29 @@ fn head_finds_the_planes_before_global_pooling_or_the_first_dense_layer() {
     assert!(err.to_string().contains("model flat: no layer with planes before its head"), "{err}");
 }
 
+#[test]
+fn class_map_cells_are_centred_where_their_receptive_fields_are() {
+    // pad 1, ceil pools: 32 -> 16 -> 8, cell j centred on pixel 4j + 3
+    for name in ["seed-gap", "seed-fc", "wide-gap"] {
+        let plan = model(name, 1);
+        assert_eq!(probe::receptive_centre(&plan, probe::head(&plan).unwrap().feature), (4.0, 3.0), "{name}");
+    }
+    // valid convs (+1 each) and floor pools: 32 -> 30 -> 14 -> 12 -> 5 -> 3, cells at 10, 14, 18
+    let plan = model("seed-gap-valid", 1);
+    assert_eq!(probe::receptive_centre(&plan, probe::head(&plan).unwrap().feature), (4.0, 10.0));
+    assert_eq!(probe::receptive_centre(&plan, 0), (1.0, 1.0));
+    // A stride-2 conv of kernel 4, pad 1: output i reads 2i-1 .. 2i+2, centred on 2i + 0.5.
+    let spec = ModelSpec {
+        name: "s2".into(),
+        layers: vec![
+            LayerSpec::Conv { filters: 1, size: 4, stride: 2, pad: 1, bias: false },
+            LayerSpec::GlobalAvgPool,
+            LayerSpec::Dense { units: 2, bias: false },
+        ],
+    };
+    assert_eq!(probe::receptive_centre(&Plan::new(&spec, CIFAR, 1).unwrap(), 0), (2.0, 0.5));
+}
+
 /// 1 x 3 x 4 input, conv 1x1 with two filters (weights 1 and -0.5, no
 /// bias), ReLU, then `head`, then dense 2 -> 3 with known weights.
 fn hand_built(head: Vec<LayerSpec>) -> Plan {

@@ -138,6 +138,7 @@ fn explain_one(
     let maps = probe::class_maps(plan, head, &trace, &[pred, other]);
     let [_, h, w] = loaded.test.shape;
     let shape = plan.nodes()[head.feature].out_shape;
+    let centre = probe::receptive_centre(plan, head.feature);
     let part = |v: &[f32], i: usize, n: usize| v[i * n..(i + 1) * n].to_vec();
     let acts = &trace.output(head.feature)[..head.planes * len];
     Example {
@@ -148,7 +149,7 @@ fn explain_one(
         classes: [pred, other],
         confidence: softmax(logits)[pred],
         logits: [logits[pred], logits[other]],
-        maps: [0, 1].map(|i| upsample(&maps.maps[i * len..(i + 1) * len], shape.h, shape.w, h, w)),
+        maps: [0, 1].map(|i| upsample(&maps.maps[i * len..(i + 1) * len], shape.h, shape.w, h, w, centre)),
         weights: [0, 1].map(|i| part(&maps.weights, i, head.planes)),
         contributions: [0, 1].map(|i| part(&maps.contributions, i, head.planes)),
         mean_act: acts.chunks_exact(len).map(|p| p.iter().sum::<f32>() / len as f32).collect(),

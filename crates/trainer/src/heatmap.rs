@@ -1,23 +1,26 @@
-//! Pictures of class activation maps: bilinear upsampling of a map to the
-//! image's size, a colour scale, and an RGB canvas to compose tiles on.
+//! Pictures of class activation maps: bilinear upsampling of a map onto the
+//! image, a colour scale, and an RGB canvas to compose tiles on.
 //! Plain loops over RGB bytes: the pictures are small and drawn once.
 
-/// Bilinear resize of `map[h, w]` to `[out_h, out_w]`, sampling at pixel
-/// centres (`src = (dst + 0.5) * h / out_h - 0.5`, clamped at the edges):
-/// PyTorch's `interpolate(mode="bilinear", align_corners=False)`, so that
-/// each map cell stays centred on the image region it summarises.
-pub fn upsample(map: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+/// Bilinear resize of `map[h, w]` to `[out_h, out_w]`, where map cell `i`
+/// (along either axis) is centred on output pixel `a * i + b` for
+/// `centre = (a, b)` (see `graph::probe::receptive_centre`); outside the
+/// first and last cells' centres the edge values hold. With
+/// `a = out / in`, `b = (a - 1) / 2` this is PyTorch's
+/// `interpolate(mode="bilinear", align_corners=False)`.
+pub fn upsample(map: &[f32], h: usize, w: usize, out_h: usize, out_w: usize, centre: (f64, f64)) -> Vec<f32> {
     assert_eq!(map.len(), h * w, "map of {} values is not {h}x{w}", map.len());
-    let axis = |dst: usize, src: usize, out: usize| {
-        let pos = ((dst as f32 + 0.5) * src as f32 / out as f32 - 0.5).max(0.0);
+    let (a, b) = centre;
+    let axis = |dst: usize, src: usize| {
+        let pos = ((dst as f64 - b) / a).clamp(0.0, (src - 1) as f64);
         let lo = (pos.floor() as usize).min(src - 1);
-        (lo, (lo + 1).min(src - 1), pos - lo as f32)
+        (lo, (lo + 1).min(src - 1), (pos - lo as f64) as f32)
     };
     let mut out = Vec::with_capacity(out_h * out_w);
     for y in 0..out_h {
-        let (y0, y1, fy) = axis(y, h, out_h);
+        let (y0, y1, fy) = axis(y, h);
         for x in 0..out_w {
-            let (x0, x1, fx) = axis(x, w, out_w);
+            let (x0, x1, fx) = axis(x, w);
             let top = map[y0 * w + x0] * (1.0 - fx) + map[y0 * w + x1] * fx;
             let bottom = map[y1 * w + x0] * (1.0 - fx) + map[y1 * w + x1] * fx;
             out.push(top * (1.0 - fy) + bottom * fy);
@@ -128,9 +131,13 @@ mod tests {
 
     #[test]
     fn upsampling_keeps_constants_and_matches_pytorch_on_a_2x2_map() {
-        assert!(upsample(&[1.5; 12], 3, 4, 32, 32).iter().all(|&v| (v - 1.5).abs() < 1e-6));
+        assert!(upsample(&[1.5; 12], 3, 4, 32, 32, (4.0, 3.0)).iter().all(|&v| (v - 1.5).abs() < 1e-6));
         let same: Vec<f32> = (0..12).map(|v| v as f32).collect();
-        assert_eq!(upsample(&same, 3, 4, 3, 4), same, "a resize to the same size is the identity");
+        assert_eq!(
+            upsample(&same, 3, 4, 3, 4, (1.0, 0.0)),
+            same,
+            "a resize to the same size is the identity"
+        );
         // torch.nn.functional.interpolate(tensor([[[[0., 1.], [2., 3.]]]]), size=4,
         // mode="bilinear", align_corners=False), worked by hand: source
         // positions -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1).
@@ -140,12 +147,16 @@ mod tests {
             1.5, 1.75, 2.25, 2.5, //
             2.0, 2.25, 2.75, 3.0,
         ];
-        let got = upsample(&[0.0, 1.0, 2.0, 3.0], 2, 2, 4, 4);
+        let got = upsample(&[0.0, 1.0, 2.0, 3.0], 2, 2, 4, 4, (2.0, 0.5));
         for (g, e) in got.iter().zip(expected) {
             assert!((g - e).abs() < 1e-6, "{got:?}");
         }
         // One cell: every pixel is that cell.
-        assert_eq!(upsample(&[7.0], 1, 1, 2, 3), vec![7.0; 6]);
+        assert_eq!(upsample(&[7.0], 1, 1, 2, 3, (1.0, 0.0)), vec![7.0; 6]);
+        // Cells centred on pixels 3 and 7 of a 10-pixel row: constant up to 3,
+        // linear from 3 to 7, constant after.
+        let row = upsample(&[0.0, 4.0], 1, 2, 1, 10, (4.0, 3.0));
+        assert_eq!(row, vec![0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 4.0, 4.0]);
     }
 
     #[test]
