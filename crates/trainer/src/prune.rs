@@ -15,9 +15,6 @@ use rayon::prelude::*;
 use crate::cli::PruneArgs;
 use crate::eval::{self, Loaded};
 
-/// Changed predictions listed one by one, at most.
-const LIST_UP_TO: usize = 100;
-
 pub fn run(args: &PruneArgs) -> Result<()> {
     let mut loaded = eval::load(&args.checkpoint, args.data.as_deref(), args.limit_test)?;
     let head = probe::head(&loaded.plan).map_err(|e| anyhow!("{}: {e}", loaded.file))?;
@@ -68,9 +65,9 @@ fn prune(loaded: &mut Loaded, head: &Head, planes: &[usize], args: &PruneArgs) -
     let (k, n) = (loaded.classes.len(), loaded.test.len());
     let (feature, dense) = (&loaded.plan.nodes()[head.feature].name, &loaded.plan.nodes()[head.dense].name);
     let list = planes.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-    let planes_word = if planes.len() == 1 { "plane" } else { "planes" };
+    let (planes_word, their) = if planes.len() == 1 { ("plane", "its") } else { ("planes", "their") };
     println!(
-        "{} ({}): pruned {planes_word} {list} of {feature} (their {dense} columns set to zero)",
+        "{} ({}): pruned {planes_word} {list} of {feature} ({their} {dense} columns set to zero)",
         loaded.file,
         loaded.plan.spec().name
     );
@@ -93,7 +90,7 @@ fn prune(loaded: &mut Loaded, head: &Head, planes: &[usize], args: &PruneArgs) -
     let broken = changed.iter().filter(|&&(i, b, _)| b == labels[i] as usize).count();
     println!("{} predictions changed ({fixed} fixed, {broken} broken):", changed.len());
     let name = |c: usize| loaded.classes[c].as_str();
-    for &(i, b, a) in changed.iter().take(LIST_UP_TO) {
+    for &(i, b, a) in &changed {
         let y = labels[i] as usize;
         let verdict = if a == y {
             ", fixed"
@@ -103,9 +100,6 @@ fn prune(loaded: &mut Loaded, head: &Head, planes: &[usize], args: &PruneArgs) -
             ""
         };
         println!("  image {i:>5}: {} -> {} (true {}{verdict})", name(b), name(a), name(y));
-    }
-    if changed.len() > LIST_UP_TO {
-        println!("  ... and {} more", changed.len() - LIST_UP_TO);
     }
     if let Some(out) = &args.out {
         let mut meta = loaded.meta.clone();
