@@ -244,6 +244,7 @@ fn main() {
     let mut train: Vec<_> = PRESETS.iter().map(|p| [plan(p, n), plan(p, big)]).collect();
     let mut infer: Vec<_> = PRESETS.iter().map(|p| [plan(p, n), plan(p, big)]).collect();
     let mut single: Vec<_> = PRESETS.iter().map(|p| plan(p, n)).collect();
+    let mut valid: Vec<_> = VALID.iter().map(|p| plan(p, n)).collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a rayon pool");
     let mut replay_nanos: Vec<Vec<Vec<[u64; 2]>>> = vec![Vec::new(); PRESETS.len()];
     let mut replay_walls: Vec<Vec<(u64, StepWall)>> = vec![Vec::new(); PRESETS.len()];
@@ -330,6 +331,16 @@ fn main() {
         }
     }
     drop(iters);
+    // The valid-padding variants' batch-64 step, for their % of the ceiling.
+    let first_valid = jobs.len();
+    for v in &mut valid {
+        let (x, y) = (&x, &y);
+        jobs.push(Job::new(move |iters| {
+            for _ in 0..iters {
+                black_box(v.train_step(x, y, LOSS, REDUCTION, &SGD));
+            }
+        }));
+    }
     eprintln!("summary: {} measurements x {} rounds", jobs.len(), cfg.rounds);
     run(&mut jobs, &cfg);
     let secs: Vec<Vec<f64>> = jobs.iter().map(|j| j.secs.clone()).collect();
@@ -361,6 +372,18 @@ fn main() {
                 scaling: est(&scaling),
                 step_secs: median(&secs[job(p, 0)]),
             }
+        })
+        .collect();
+
+    let valid_speeds: Vec<(Est, Est)> = VALID
+        .iter()
+        .enumerate()
+        .map(|(v, name)| {
+            let train64 = per_round(first_valid + v, &|s| n as f64 / s);
+            let flops = 6.0 * plan(name, 1).forward_macs() as f64;
+            let pct: Vec<f64> =
+                train64.iter().zip(&ceiling_all).map(|(i, c)| flops * i / 1e9 / c * 100.0).collect();
+            (est(&train64), est(&pct))
         })
         .collect();
 
@@ -397,6 +420,7 @@ fn main() {
         plans: &plans,
         replays: &replays,
         speeds: &speeds,
+        valid: &valid_speeds,
         batch: (n, big),
     });
 }
@@ -429,8 +453,13 @@ struct Report<'a> {
     plans: &'a [&'a graph::Plan],
     replays: &'a [Replay],
     speeds: &'a [Speeds],
+    /// Images/s and % of the ceiling of the [`VALID`] presets, batch 64.
+    valid: &'a [(Est, Est)],
     batch: (usize, usize),
 }
+
+/// The valid-padding variants of [`PRESETS`], timed for the batch-64 step.
+const VALID: [&str; 2] = ["seed-fc-valid", "seed-gap-valid"];
 
 fn print_report(r: &Report) {
     let (n, big) = r.batch;
@@ -532,6 +561,19 @@ fn print_report(r: &Report) {
         sf.pct_ceiling.spread * 100.0,
         sg.pct_ceiling.median,
         sg.pct_ceiling.spread * 100.0
+    );
+    let [(fi, fp), (gi, gp)] = [r.valid[0], r.valid[1]];
+    println!(
+        "| valid-padding variants (`{}`, `{}`): training, batch {n} (images/s), % of the ceiling | \
+         {} ±{:.0}%, {:.1}% | {} ±{:.0}%, {:.1}% | |",
+        VALID[0],
+        VALID[1],
+        thousands(fi.median as u64),
+        fi.spread * 100.0,
+        fp.median,
+        thousands(gi.median as u64),
+        gi.spread * 100.0,
+        gp.median
     );
     speed_row(&format!("training, batch {n}, 1 thread (images/s)"), 4);
     println!(

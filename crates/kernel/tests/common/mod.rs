@@ -160,6 +160,15 @@ pub const CONV_CASES: &[ConvCase] = &[
     conv(1, 3, 3, 2, 3, 3, 1, 0, true, 1),
     conv(2, 1, 1, 2, 3, 3, 1, 1, true, 3),
     conv(3, 12, 11, 4, 3, 3, 1, 1, true, 3),
+    // more input channels, odd sizes, kernels larger than the input
+    conv(8, 5, 6, 3, 3, 3, 1, 1, true, 2),
+    conv(9, 4, 4, 2, 3, 3, 1, 0, false, 1),
+    conv(8, 6, 5, 4, 5, 5, 1, 2, true, 1),
+    conv(8, 3, 4, 2, 3, 2, 1, 1, false, 2),
+    conv(8, 1, 1, 3, 3, 3, 1, 1, true, 1),
+    conv(10, 5, 5, 2, 1, 1, 1, 0, true, 2),
+    conv(8, 2, 2, 2, 3, 3, 1, 2, true, 1),
+    conv(8, 6, 6, 2, 3, 3, 2, 1, true, 1),
 ];
 
 /// One max-pool test case.
