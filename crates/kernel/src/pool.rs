@@ -81,6 +81,12 @@ fn maxpool_forward_with<const K: usize, const S: usize>(
     let planes = x[..n * in_len].chunks_exact(plane);
     let outs = y[..n * out_len].chunks_exact_mut(ho * wo);
     let args = argmax[..n * out_len].chunks_exact_mut(ho * wo);
+    let mut split = Split3s2 {
+        even: [[0.0; SPLIT_BLOCK + 1]; 3],
+        odd: [[0.0; SPLIT_BLOCK]; 3],
+        best: [0.0; SPLIT_BLOCK],
+        index: [0; SPLIT_BLOCK],
+    };
     for (p, ((src, yp), ap)) in planes.zip(outs).zip(args).enumerate() {
         let base = p % s.c * plane;
         for oy in 0..ho {
@@ -92,7 +98,7 @@ fn maxpool_forward_with<const K: usize, const S: usize>(
                 // Whole 3x3 windows: all nine values in registers, one store.
                 let rows = &src[y0 * s.w..(y0 + 3) * s.w];
                 let at = (base + y0 * s.w) as u32;
-                window_max_3s2(rows, s.w, full, at, &mut yrow[..full], &mut arow[..full]);
+                window_max_3s2(rows, s.w, full, at, &mut yrow[..full], &mut arow[..full], &mut split);
                 edge_windows(s, src, base, y0, y1, full, yrow, arow);
                 continue;
             }
@@ -157,30 +163,85 @@ fn edge_windows(
 }
 
 /// A row of whole 3x3, stride-2 windows over `rows` (three input rows of
-/// width `w`), branch-free; `at` is the image index of `rows[0]`.
-fn window_max_3s2(rows: &[f32], w: usize, full: usize, at: u32, out: &mut [f32], arg: &mut [u32]) {
-    let r0 = &rows[..2 * full + 1];
-    let r1 = &rows[w..w + 2 * full + 1];
-    let r2 = &rows[2 * w..2 * w + 2 * full + 1];
-    let w = w as u32;
-    for (ox, (o, g)) in out.iter_mut().zip(arg.iter_mut()).enumerate() {
-        let i = 2 * ox;
-        let mut bv = r0[i];
-        let mut bi = i as u32;
-        for (dy, r) in [(0, r0), (w, r1), (2 * w, r2)] {
-            for dx in 0..3 {
-                if dy == 0 && dx == 0 {
-                    continue;
-                }
-                let v = r[i + dx];
-                let gt = v > bv;
-                bi = if gt { dy + (i + dx) as u32 } else { bi };
-                bv = if gt { v } else { bv };
+/// width `w`); `at` is the image index of `rows[0]`.
+///
+/// Each block of outputs first splits the three rows into their even and
+/// odd columns, so that the nine candidates of every output are contiguous
+/// slices; the compare-and-keep is then elementwise over the block (packed
+/// compares, the index blended through a bit mask, which the compiler
+/// vectorises where an `if` would stay scalar). Candidates go in row-major
+/// window order with a strict `>`: the first maximum wins.
+fn window_max_3s2(
+    rows: &[f32],
+    w: usize,
+    full: usize,
+    at: u32,
+    out: &mut [f32],
+    arg: &mut [u32],
+    split: &mut Split3s2,
+) {
+    let Split3s2 { even, odd, best, index } = split;
+    let mut ox0 = 0;
+    while ox0 < full {
+        let nb = SPLIT_BLOCK.min(full - ox0);
+        for (r, (e, o)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+            let row = &rows[r * w + 2 * ox0..r * w + 2 * (ox0 + nb) + 1];
+            let (e, o) = (&mut e[..nb + 1], &mut o[..nb]);
+            for j in 0..nb {
+                e[j] = row[2 * j];
+                o[j] = row[2 * j + 1];
             }
+            e[nb] = row[2 * nb];
         }
-        *o = bv;
-        *g = at + bi;
+        // Whole vectors only: the lanes past `nb` work on stale values and
+        // are dropped, which is cheaper than a scalar tail.
+        let lanes = nb.next_multiple_of(SPLIT_LANES);
+        let (e0, e1, e2) = (&even[0][..lanes + 1], &even[1][..lanes + 1], &even[2][..lanes + 1]);
+        let (o0, o1, o2) = (&odd[0][..lanes], &odd[1][..lanes], &odd[2][..lanes]);
+        let (bests, indices) = (&mut best[..lanes], &mut index[..lanes]);
+        let w = w as u32;
+        for j in 0..lanes {
+            let i = at + 2 * (ox0 + j) as u32;
+            let (mut bv, mut bi) = (e0[j], i);
+            keep_greater(o0[j], i + 1, &mut bv, &mut bi);
+            keep_greater(e0[j + 1], i + 2, &mut bv, &mut bi);
+            keep_greater(e1[j], i + w, &mut bv, &mut bi);
+            keep_greater(o1[j], i + w + 1, &mut bv, &mut bi);
+            keep_greater(e1[j + 1], i + w + 2, &mut bv, &mut bi);
+            keep_greater(e2[j], i + 2 * w, &mut bv, &mut bi);
+            keep_greater(o2[j], i + 2 * w + 1, &mut bv, &mut bi);
+            keep_greater(e2[j + 1], i + 2 * w + 2, &mut bv, &mut bi);
+            bests[j] = bv;
+            indices[j] = bi;
+        }
+        out[ox0..ox0 + nb].copy_from_slice(&bests[..nb]);
+        arg[ox0..ox0 + nb].copy_from_slice(&indices[..nb]);
+        ox0 += nb;
     }
+}
+
+/// Outputs per block of [`window_max_3s2`].
+const SPLIT_BLOCK: usize = 64;
+
+/// [`window_max_3s2`] computes whole multiples of this many outputs.
+const SPLIT_LANES: usize = 8;
+
+/// The even and odd columns of three input rows for one block of outputs,
+/// and the block's results.
+struct Split3s2 {
+    even: [[f32; SPLIT_BLOCK + 1]; 3],
+    odd: [[f32; SPLIT_BLOCK]; 3],
+    best: [f32; SPLIT_BLOCK],
+    index: [u32; SPLIT_BLOCK],
+}
+
+/// `(bv, bi) = (v, idx)` if `v > bv`, branch-free.
+#[inline(always)]
+fn keep_greater(v: f32, idx: u32, bv: &mut f32, bi: &mut u32) {
+    let gt = v > *bv;
+    let mask = (gt as u32).wrapping_neg();
+    *bi = (idx & mask) | (*bi & !mask);
+    *bv = if gt { v } else { *bv };
 }
 
 /// One input row's contribution to a row of 3-wide, stride-2 windows,
