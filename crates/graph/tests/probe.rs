@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::random_batch;
-use graph::{preset, probe, LayerSpec, ModelSpec, Op, Plan, Shape};
-use kernel::reference;
+use common::{random_batch, reference_node};
+use graph::{preset, probe, LayerSpec, ModelSpec, Plan, Shape};
 
 const CIFAR: Shape = Shape { c: 3, h: 32, w: 32 };
 
@@ -39,15 +38,7 @@ fn reference_from(plan: &Plan, from: usize, mut a: Vec<f64>) -> Vec<Vec<f64>> {
     let params: Vec<f64> = plan.params().iter().map(|&v| v as f64).collect();
     let mut outs = Vec::new();
     for node in &plan.nodes()[from..] {
-        let w = node.weight.clone().map(|r| &params[r]);
-        let b = node.bias.clone().map(|r| &params[r]);
-        a = match node.op {
-            Op::Conv(s) => reference::conv2d(&s, &a, w.unwrap(), b),
-            Op::Relu => reference::relu(&a),
-            Op::MaxPool(s) => reference::maxpool(&s, &a),
-            Op::GlobalAvgPool { c, hw } => reference::gap(c, hw, &a),
-            Op::Dense(s) => reference::dense(&s, &a, w.unwrap(), b),
-        };
+        a = reference_node(node, &params, &a);
         outs.push(a.clone());
     }
     outs

@@ -95,7 +95,7 @@ fn maxpool_forward_with<const K: usize, const S: usize>(
             let yrow = &mut yp[oy * wo..(oy + 1) * wo];
             let arow = &mut ap[oy * wo..(oy + 1) * wo];
             if K == 3 && S == 2 && y1 - y0 == 3 {
-                // Whole 3x3 windows: all nine values in registers, one store.
+                // Whole 3x3 windows: even/odd split, vectorised compare-and-keep.
                 let rows = &src[y0 * s.w..(y0 + 3) * s.w];
                 let at = (base + y0 * s.w) as u32;
                 window_max_3s2(rows, s.w, full, at, &mut yrow[..full], &mut arow[..full], &mut split);

@@ -142,9 +142,10 @@ pub struct CompareArgs {
     pub run: RunArgs,
 }
 
+/// What `eval`, `explain` and `prune` read: a checkpoint and the test split.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A model.safetensors written by `trainer train`
+    /// A model.safetensors (or state.safetensors) written by `trainer train` or `trainer prune`
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset folder (else $CIFAR10_DIR, else the search path)
@@ -169,24 +170,14 @@ pub struct EvalArgs {
                         activation per class, weight and contribution per class, over all test images)."
 )]
 pub struct ExplainArgs {
-    /// A model.safetensors (or state.safetensors) written by `trainer train` or `trainer prune`
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Dataset folder (else $CIFAR10_DIR, else the search path)
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: EvalArgs,
     /// Output folder (default: `explain` beside the checkpoint)
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Images of each kind (misclassified, correct) to show
     #[arg(long, default_value_t = 8)]
     pub top: usize,
-    /// Use only the first N test images
-    #[arg(long)]
-    pub limit_test: Option<usize>,
-    /// Worker threads (default: all cores)
-    #[arg(long)]
-    pub threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -201,9 +192,8 @@ pub struct ExplainArgs {
                   (it replays only the head, so its numbers agree with --planes P up to float summation order)."
 )]
 pub struct PruneArgs {
-    /// A model.safetensors (or state.safetensors) written by `trainer train` or `trainer prune`
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub model: EvalArgs,
     /// Planes to zero, comma-separated (e.g. 3,7)
     #[arg(long)]
     pub planes: Option<String>,
@@ -213,13 +203,4 @@ pub struct PruneArgs {
     /// Save the pruned model as a checkpoint here (atomically)
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Dataset folder (else $CIFAR10_DIR, else the search path)
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Use only the first N test images
-    #[arg(long)]
-    pub limit_test: Option<usize>,
-    /// Worker threads (default: all cores)
-    #[arg(long)]
-    pub threads: Option<usize>,
 }

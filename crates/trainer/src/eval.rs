@@ -2,8 +2,6 @@
 //! accuracy and the confusion matrix; and the checkpoint loading that
 //! `explain` and `prune` share with it.
 
-use std::path::Path;
-
 use anyhow::{bail, Context, Result};
 use graph::{argmax, read_model, Arena, Plan, Shape};
 
@@ -37,9 +35,11 @@ pub struct Loaded {
     pub batch: usize,
 }
 
-/// Read and check `checkpoint`, build its plan and load its test split
-/// from `data` (or the search path).
-pub fn load(checkpoint: &Path, data: Option<&Path>, limit_test: Option<usize>) -> Result<Loaded> {
+/// Read and check the checkpoint, build its plan and load its test split
+/// from `--data` (or the search path).
+pub fn load(args: &EvalArgs) -> Result<Loaded> {
+    let EvalArgs { checkpoint, limit_test, .. } = args;
+    let (data, limit_test) = (args.data.as_deref(), *limit_test);
     let file = checkpoint.display().to_string();
     let bytes = std::fs::read(checkpoint).with_context(|| format!("{file}: cannot read the checkpoint"))?;
     let (spec, input, meta) = read_model(&bytes, &file)?;
@@ -121,7 +121,7 @@ impl Loaded {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let mut loaded = load(&args.checkpoint, args.data.as_deref(), args.limit_test)?;
+    let mut loaded = load(args)?;
     let logits = loaded.predict_all();
     let Loaded { file, classes, test, plan, .. } = &loaded;
     let spec = plan.spec();

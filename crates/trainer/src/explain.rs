@@ -172,9 +172,9 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     if args.top == 0 {
         bail!("--top 0: show at least one image of each kind");
     }
-    let loaded = eval::load(&args.checkpoint, args.data.as_deref(), args.limit_test)?;
+    let loaded = eval::load(&args.model)?;
     let head = probe::head(&loaded.plan).map_err(|e| anyhow!("{}: {e}", loaded.file))?;
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.checkpoint));
+    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model.checkpoint));
     std::fs::create_dir_all(&out)
         .with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
 

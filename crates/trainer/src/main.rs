@@ -55,11 +55,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             eval::run(&args)
         }
         Some(Command::Explain(args)) => {
-            set_threads(args.threads)?;
+            set_threads(args.model.threads)?;
             explain::run(&args)
         }
         Some(Command::Prune(args)) => {
-            set_threads(args.threads)?;
+            set_threads(args.model.threads)?;
             prune::run(&args)
         }
         None => compare_command(CompareArgs::parse_defaults()),

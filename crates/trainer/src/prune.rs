@@ -16,7 +16,7 @@ use crate::cli::PruneArgs;
 use crate::eval::{self, Loaded};
 
 pub fn run(args: &PruneArgs) -> Result<()> {
-    let mut loaded = eval::load(&args.checkpoint, args.data.as_deref(), args.limit_test)?;
+    let mut loaded = eval::load(&args.model)?;
     let head = probe::head(&loaded.plan).map_err(|e| anyhow!("{}: {e}", loaded.file))?;
     match &args.planes {
         Some(text) => {

@@ -8,26 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{make_data, records, s, tmp, trainer, Safetensors, RECORD};
-
-/// Train `model` for 2 epochs on `data` into `out`.
-fn train(model: &str, data: &Path, out: &Path) {
-    trainer(&[
-        "train",
-        "--model",
-        model,
-        "--epochs",
-        "2",
-        "--batch",
-        "10",
-        "--threads",
-        "2",
-        "--data",
-        s(data),
-        "--out",
-        s(out),
-    ]);
-}
+use common::{make_data, records, s, tmp, train_briefly, trainer, Safetensors, RECORD};
 
 /// The correct count `C` of a line `... (C/N images)` after `marker`.
 fn correct_count(stdout: &str, marker: &str) -> usize {
@@ -71,13 +52,6 @@ fn num(row: &HashMap<String, String>, key: &str) -> f64 {
     row.get(key).unwrap_or_else(|| panic!("no column {key}")).parse().unwrap()
 }
 
-/// The f32 tensor `name` of a safetensors file.
-fn tensor(st: &Safetensors, name: &str) -> Vec<f32> {
-    let offsets = &st.header[name]["data_offsets"];
-    let (a, b) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
-    st.data[a..b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-}
-
 #[test]
 fn explain_writes_pictures_and_plane_tables_for_cam_and_grad_cam_models() {
     let root = tmp("explain");
@@ -87,7 +61,7 @@ fn explain_writes_pictures_and_plane_tables_for_cam_and_grad_cam_models() {
     let image = |i: usize| &test_records[i * RECORD + 1..(i + 1) * RECORD];
     for (model, method) in [("seed-gap", "CAM of relu3"), ("seed-fc20", "Grad-CAM of relu3")] {
         let run = root.join(model);
-        train(model, &data, &run);
+        train_briefly(model, &data, &run, None);
         let checkpoint = run.join("model.safetensors");
         let eval = trainer(&["eval", "--checkpoint", s(&checkpoint), "--data", s(&data)]);
         let correct = correct_count(&String::from_utf8_lossy(&eval.stdout), "test accuracy");
@@ -132,7 +106,7 @@ fn explain_writes_pictures_and_plane_tables_for_cam_and_grad_cam_models() {
         let examples = csv(&out.join("examples.csv"));
         assert_eq!(examples.len(), (3 + wrong.min(3)) * 2 * 20);
         let st = Safetensors::parse(&std::fs::read(&checkpoint).unwrap());
-        let (w, bias) = (tensor(&st, "fc1.weight"), tensor(&st, "fc1.bias"));
+        let (w, bias) = (st.f32s("fc1.weight"), st.f32s("fc1.bias"));
         let mut last_confidence: HashMap<String, f64> = HashMap::new();
         for group in examples.chunks(20) {
             let first = &group[0];

@@ -7,29 +7,12 @@ mod common;
 
 use std::path::Path;
 
-use common::{make_data, one_line_error, run, s, tmp, trainer, Safetensors};
+use common::{make_data, one_line_error, run, s, tmp, train_briefly, trainer, Safetensors};
 
 /// Two epochs on the generated data. The FC head diverges there at its
 /// default learning rate (0.01 with batches of 10), so it gets 0.001.
 fn train(model: &str, data: &Path, out: &Path) {
-    let lr = if model == "seed-fc" { "0.001" } else { "0.05" };
-    trainer(&[
-        "train",
-        "--model",
-        model,
-        "--epochs",
-        "2",
-        "--batch",
-        "10",
-        "--lr",
-        lr,
-        "--threads",
-        "2",
-        "--data",
-        s(data),
-        "--out",
-        s(out),
-    ]);
+    train_briefly(model, data, out, Some(if model == "seed-fc" { "0.001" } else { "0.05" }));
 }
 
 fn stdout(args: &[&str]) -> String {
@@ -47,12 +30,6 @@ fn accuracy(rest: &str) -> (String, usize) {
     let acc = rest.split_whitespace().next().unwrap().to_string();
     let correct = rest.split('(').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     (acc, correct)
-}
-
-fn tensor(st: &Safetensors, name: &str) -> Vec<f32> {
-    let offsets = &st.header[name]["data_offsets"];
-    let (a, b) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
-    st.data[a..b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 #[test]
@@ -98,7 +75,7 @@ fn pruned_checkpoint_is_read_by_eval_with_the_accuracy_prune_printed() {
         let names: Vec<&String> =
             a.header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
         for name in names {
-            let (x, y) = (tensor(&a, name), tensor(&b, name));
+            let (x, y) = (a.f32s(name), b.f32s(name));
             assert_eq!(x.len(), y.len());
             for (i, (u, v)) in x.iter().zip(&y).enumerate() {
                 let column = i % (20 * columns);

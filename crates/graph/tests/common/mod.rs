@@ -24,21 +24,27 @@ pub fn reference_loss(
     for (i, &label) in labels.iter().enumerate() {
         let mut a: Vec<f64> = x[i * per..(i + 1) * per].iter().map(|&v| v as f64).collect();
         for node in &nodes {
-            let w = node.weight.clone().map(|r| &params[r]);
-            let b = node.bias.clone().map(|r| &params[r]);
-            a = match node.op {
-                Op::Conv(s) => reference::conv2d(&s, &a, w.unwrap(), b),
-                Op::Relu => reference::relu(&a),
-                Op::MaxPool(s) => reference::maxpool(&s, &a),
-                Op::GlobalAvgPool { c, hw } => reference::gap(c, hw, &a),
-                Op::Dense(s) => reference::dense(&s, &a, w.unwrap(), b),
-            };
+            a = reference_node(node, params, &a);
         }
         total += reference::softmax_loss(loss, &a, label as usize);
     }
     match red {
         Reduction::Mean => total / labels.len() as f64,
         Reduction::Sum => total,
+    }
+}
+
+/// One image through one node in f64, with the naive reference kernels and
+/// the parameters `params` (same layout as `plan.params()`).
+pub fn reference_node(node: &Node, params: &[f64], a: &[f64]) -> Vec<f64> {
+    let w = node.weight.clone().map(|r| &params[r]);
+    let b = node.bias.clone().map(|r| &params[r]);
+    match node.op {
+        Op::Conv(s) => reference::conv2d(&s, a, w.unwrap(), b),
+        Op::Relu => reference::relu(a),
+        Op::MaxPool(s) => reference::maxpool(&s, a),
+        Op::GlobalAvgPool { c, hw } => reference::gap(c, hw, a),
+        Op::Dense(s) => reference::dense(&s, a, w.unwrap(), b),
     }
 }
 

@@ -96,6 +96,17 @@ pub fn one_line_error(out: &Output, needles: &[&str], context: &str) -> String {
 }
 
 /// A fresh, empty folder under the system's temporary folder.
+/// Train `model` for 2 epochs in batches of 10 on `data` into `out`, at
+/// learning rate `lr` (else the preset's default), on 2 threads.
+pub fn train_briefly(model: &str, data: &Path, out: &Path, lr: Option<&str>) {
+    let mut args = vec!["train", "--model", model, "--epochs", "2", "--batch", "10", "--threads", "2"];
+    if let Some(lr) = lr {
+        args.extend(["--lr", lr]);
+    }
+    args.extend(["--data", s(data), "--out", s(out)]);
+    trainer(&args);
+}
+
 pub fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gapnet-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -139,6 +150,13 @@ impl Safetensors {
 
     pub fn set_gapnet(&mut self, meta: &serde_json::Value) {
         self.header["__metadata__"]["gapnet"] = serde_json::Value::String(meta.to_string());
+    }
+
+    /// The f32 tensor `name`.
+    pub fn f32s(&self, name: &str) -> Vec<f32> {
+        let offsets = &self.header[name]["data_offsets"];
+        let (a, b) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+        self.data[a..b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
     }
 
     /// Overwrite element `i` of f32 tensor `name`.
