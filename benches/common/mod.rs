@@ -355,7 +355,7 @@ impl Replica {
                 argmax.push(0..0);
             }
             if let Op::Conv(s) = node.op {
-                n_cols = n_cols.max(s.cols_len());
+                n_cols = n_cols.max(s.scratch_len(chunk));
             }
         }
         let n_params = plan.params().len();

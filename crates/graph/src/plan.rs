@@ -240,7 +240,7 @@ impl Plan {
                     let name = format!("conv{convs}");
                     let w = param(format!("{name}.weight"), vec![filters, shape.c, size, size], &mut tensors);
                     let b = bias.then(|| param(format!("{name}.bias"), vec![filters], &mut tensors));
-                    n_cols = n_cols.max(s.cols_len());
+                    n_cols = n_cols.max(s.scratch_len(chunk));
                     (name, Op::Conv(s), Shape::new(filters, ho, wo), Some(w), b)
                 }
                 LayerSpec::Relu => {

@@ -92,7 +92,7 @@ fn run(plan: &Plan, from: usize, input: &[f32], n: usize) -> Trace {
         let (w, b) = (slice(plan, &node.weight), slice(plan, &node.bias));
         match node.op {
             Op::Conv(s) => {
-                let mut cols = vec![0.0f32; s.cols_len()];
+                let mut cols = vec![0.0f32; s.scratch_len(n)];
                 conv2d_forward(&s, n, x, w.expect("conv has weights"), b, &mut y, &mut cols);
             }
             Op::Relu => relu_forward(x, &mut y),
@@ -137,7 +137,7 @@ fn backward_node(plan: &Plan, node: &Node, trace: &Trace, i: usize, dy: &[f32]) 
     let mut dw = vec![0.0f32; node.weight.as_ref().map_or(0, |r| r.len())];
     match node.op {
         Op::Conv(s) => {
-            let mut cols = vec![0.0f32; s.cols_len()];
+            let mut cols = vec![0.0f32; s.scratch_len(n)];
             conv2d_backward(&s, n, x, w.expect("conv"), dy, Some(&mut dx), &mut dw, None, &mut cols, false)
         }
         Op::Dense(s) => dense_backward(&s, n, x, w.expect("dense"), dy, Some(&mut dx), &mut dw, None, false),

@@ -204,8 +204,66 @@ pub fn col2im(s: &Conv2d, cols: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// Which implementation runs a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// `im2col` + SGEMM (`matrixmultiply`), backward by SGEMM + `col2im`:
+    /// any shape, any CPU.
+    Im2col,
+    /// The AVX-512 kernels of [`crate::direct`]: 3x3, stride 1, padding at
+    /// most 2, on a CPU with AVX-512F.
+    Direct,
+}
+
+impl ConvPath {
+    /// The fastest path this CPU offers for `s`: what [`conv2d_forward`]
+    /// and [`conv2d_backward`] run.
+    pub fn best(s: &Conv2d) -> ConvPath {
+        if ConvPath::Direct.runs(s) {
+            ConvPath::Direct
+        } else {
+            ConvPath::Im2col
+        }
+    }
+
+    /// Whether this path can run `s` on this CPU.
+    pub fn runs(self, s: &Conv2d) -> bool {
+        match self {
+            ConvPath::Im2col => true,
+            ConvPath::Direct => direct_available() && crate::direct::supports(s),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn direct_available() -> bool {
+    crate::direct::available()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn direct_available() -> bool {
+    false
+}
+
+impl Conv2d {
+    /// Scratch floats [`conv2d_forward`] and [`conv2d_backward`] need for
+    /// `n` images, whichever path runs. It depends on the shape only, never
+    /// on the CPU.
+    pub fn scratch_len(&self, n: usize) -> usize {
+        let mut len = self.cols_len();
+        #[cfg(target_arch = "x86_64")]
+        if crate::direct::supports(self) {
+            len = len.max(crate::direct::forward_scratch_len(self));
+            len = len.max(crate::direct::backward_scratch_len(self, n));
+        }
+        let _ = n;
+        len
+    }
+}
+
 /// Forward pass of `n` images: `y[n, F, Ho, Wo] = conv(x[n, C, H, W], w) + b`.
-/// `w` is `[F, C, kh, kw]`; `cols` is scratch of at least `s.cols_len()`.
+/// `w` is `[F, C, kh, kw]`; `scratch` holds at least `s.scratch_len(n)`
+/// floats.
 pub fn conv2d_forward(
     s: &Conv2d,
     n: usize,
@@ -213,8 +271,31 @@ pub fn conv2d_forward(
     w: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
-    cols: &mut [f32],
+    scratch: &mut [f32],
 ) {
+    conv2d_forward_via(ConvPath::best(s), s, n, x, w, bias, y, scratch)
+}
+
+/// [`conv2d_forward`] on a chosen path. Panics if `path` cannot run `s` here.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_via(
+    path: ConvPath,
+    s: &Conv2d,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    assert!(path.runs(s), "conv2d_forward: {path:?} cannot run {s:?} on this CPU");
+    #[cfg(target_arch = "x86_64")]
+    if path == ConvPath::Direct {
+        // SAFETY: `runs` checked the CPU feature and the shape.
+        unsafe { crate::direct::forward(s, n, x, w, bias, y, scratch) };
+        return;
+    }
+    let cols = scratch;
     let (k, p) = (s.col_rows(), s.col_cols());
     let wm = Mat::rows(&w[..s.weight_len()], s.c_out, k);
     for i in 0..n {
@@ -244,14 +325,32 @@ pub fn conv2d_backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    scratch: &mut [f32],
+    accumulate: bool,
+) {
+    conv2d_backward_via(ConvPath::best(s), s, n, x, w, dy, dx, dw, db, scratch, accumulate)
+}
+
+/// [`conv2d_backward`] on a chosen path. Panics if `path` cannot run `s`
+/// here.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_via(
+    path: ConvPath,
+    s: &Conv2d,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
     mut dx: Option<&mut [f32]>,
     dw: &mut [f32],
     mut db: Option<&mut [f32]>,
-    cols: &mut [f32],
+    scratch: &mut [f32],
     accumulate: bool,
 ) {
-    let (k, p) = (s.col_rows(), s.col_cols());
-    let wm = Mat::rows(&w[..s.weight_len()], s.c_out, k);
+    assert!(path.runs(s), "conv2d_backward: {path:?} cannot run {s:?} on this CPU");
     let dw = &mut dw[..s.weight_len()];
     if n == 0 && !accumulate {
         // an empty sum is zero
@@ -260,6 +359,28 @@ pub fn conv2d_backward(
             db.fill(0.0);
         }
     }
+    if n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if path == ConvPath::Direct {
+        let p = s.col_cols();
+        if let Some(db) = db {
+            for (f, g) in db.iter_mut().enumerate().take(s.c_out) {
+                let mut sum = 0.0;
+                for i in 0..n {
+                    sum += sum_lanes8(&dy[(i * s.c_out + f) * p..][..p]);
+                }
+                *g = if accumulate { *g + sum } else { sum };
+            }
+        }
+        // SAFETY: `runs` checked the CPU feature and the shape.
+        unsafe { crate::direct::backward(s, n, x, w, dy, dx, dw, scratch, accumulate) };
+        return;
+    }
+    let cols = scratch;
+    let (k, p) = (s.col_rows(), s.col_cols());
+    let wm = Mat::rows(&w[..s.weight_len()], s.c_out, k);
     for i in 0..n {
         let beta = if accumulate || i > 0 { 1.0 } else { 0.0 };
         let xi = &x[i * s.in_len()..(i + 1) * s.in_len()];

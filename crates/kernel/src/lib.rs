@@ -13,6 +13,8 @@
 pub mod activation;
 pub mod conv;
 pub mod dense;
+#[cfg(target_arch = "x86_64")]
+pub mod direct;
 pub mod gemm;
 pub mod loss;
 pub mod pool;
@@ -20,7 +22,10 @@ pub mod reduce;
 pub mod reference;
 
 pub use activation::{relu_backward, relu_forward};
-pub use conv::{col2im, conv2d_backward, conv2d_forward, im2col, Conv2d};
+pub use conv::{
+    col2im, conv2d_backward, conv2d_backward_via, conv2d_forward, conv2d_forward_via, im2col, Conv2d,
+    ConvPath,
+};
 pub use dense::{dense_backward, dense_forward, Dense};
 pub use loss::{argmax, softmax_loss_backward, softmax_loss_forward, Loss, LossSums};
 pub use pool::{gap_backward, gap_forward, maxpool_backward, maxpool_forward, MaxPool2d};

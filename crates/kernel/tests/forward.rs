@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kernel::{reference, Conv2d, Dense, Loss, MaxPool2d};
+use kernel::{reference, Conv2d, ConvPath, Dense, Loss, MaxPool2d};
 use rand::Rng;
 
 const TOL: f64 = 1e-4;
@@ -12,7 +12,7 @@ const TOL: f64 = 1e-4;
 #[test]
 fn conv2d_forward_matches_reference() {
     let mut rng = rng(1);
-    let mut worst = 0.0f64;
+    let (mut worst, mut direct) = (0.0f64, 0);
     for (case_no, case) in CONV_CASES.iter().enumerate() {
         let (s, n) = (case.s, case.n);
         let x = rand_vec(&mut rng, n * s.in_len());
@@ -20,18 +20,23 @@ fn conv2d_forward_matches_reference() {
         let b = rand_vec(&mut rng, s.c_out);
         let bias = case.bias.then_some(&b[..]);
         // garbage in the output and the scratch must not leak through
-        let mut y = vec![f32::NAN; n * s.out_len()];
-        let mut cols = vec![f32::NAN; s.cols_len()];
-        kernel::conv2d_forward(&s, n, &x, &w, bias, &mut y, &mut cols);
-
         let (w64, b64) = (to_f64(&w), to_f64(&b));
         let want: Vec<f64> = x
             .chunks_exact(s.in_len())
             .flat_map(|xi| reference::conv2d(&s, &to_f64(xi), &w64, case.bias.then_some(&b64[..])))
             .collect();
-        worst = worst.max(assert_close(&format!("conv case {case_no} {case:?}"), &y, &want, TOL));
+        for path in conv_paths(&s) {
+            let mut y = vec![f32::NAN; n * s.out_len()];
+            let mut scratch = vec![f32::NAN; s.scratch_len(n)];
+            kernel::conv2d_forward_via(path, &s, n, &x, &w, bias, &mut y, &mut scratch);
+            let what = format!("conv case {case_no} {case:?} {path:?}");
+            worst = worst.max(assert_close(&what, &y, &want, TOL));
+            if path == ConvPath::Direct {
+                direct += 1;
+            }
+        }
     }
-    eprintln!("conv2d_forward: worst err {worst:.3e}");
+    eprintln!("conv2d_forward: worst err {worst:.3e}; {direct} cases also on the direct path");
 }
 
 /// Every im2col entry is the input pixel its row/column names, or 0 when

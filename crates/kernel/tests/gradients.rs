@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use kernel::{reference, Conv2d, Dense, Loss};
+use kernel::{reference, Conv2d, ConvPath, Dense, Loss};
 
 /// `sum_i <r_i, conv(x_i, w) + b>` over the images, in f64.
 fn conv_objective(s: &Conv2d, x: &[f64], w: &[f64], b: Option<&[f64]>, r: &[f64]) -> f64 {
@@ -24,6 +24,7 @@ fn conv_objective(s: &Conv2d, x: &[f64], w: &[f64], b: Option<&[f64]>, r: &[f64]
 fn conv2d_backward_matches_finite_differences() {
     let mut rng = rng(11);
     let (mut worst_dx, mut worst_dw, mut worst_db) = (0.0f64, 0.0f64, 0.0f64);
+    let mut direct = 0;
     for (case_no, case) in CONV_CASES.iter().enumerate() {
         let (s, n) = (case.s, case.n);
         let what = format!("conv case {case_no} {case:?}");
@@ -34,55 +35,87 @@ fn conv2d_backward_matches_finite_differences() {
         let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
         let b64 = case.bias.then_some(&b64[..]);
 
-        // analytic: every output buffer starts as garbage and must be overwritten
-        let mut dx = vec![f32::NAN; n * s.in_len()];
-        let mut dw = vec![f32::NAN; s.weight_len()];
-        let mut db = vec![f32::NAN; s.c_out];
-        let mut cols = vec![f32::NAN; s.cols_len()];
-        let db_arg = case.bias.then_some(&mut db[..]);
-        kernel::conv2d_backward(&s, n, &x, &w, &r, Some(&mut dx), &mut dw, db_arg, &mut cols, false);
-
         let num_dx = central_diff(&x64, |xp| conv_objective(&s, xp, &w64, b64, &r64));
         let num_dw = central_diff(&w64, |wp| conv_objective(&s, &x64, wp, b64, &r64));
-        worst_dx = worst_dx.max(check_grad(&format!("{what} dx"), &dx, &num_dx));
-        worst_dw = worst_dw.max(check_grad(&format!("{what} dw"), &dw, &num_dw));
-        if case.bias {
-            let b_full = to_f64(&b);
-            let num_db = central_diff(&b_full, |bp| conv_objective(&s, &x64, &w64, Some(bp), &r64));
-            worst_db = worst_db.max(check_grad(&format!("{what} db"), &db, &num_db));
-        }
+        let num_db =
+            case.bias.then(|| central_diff(&to_f64(&b), |bp| conv_objective(&s, &x64, &w64, Some(bp), &r64)));
+        for path in conv_paths(&s) {
+            if path == ConvPath::Direct {
+                direct += 1;
+            }
+            // analytic: every output buffer starts as garbage and must be overwritten
+            let mut dx = vec![f32::NAN; n * s.in_len()];
+            let mut dw = vec![f32::NAN; s.weight_len()];
+            let mut db = vec![f32::NAN; s.c_out];
+            let mut cols = vec![f32::NAN; s.scratch_len(n)];
+            let db_arg = case.bias.then_some(&mut db[..]);
+            kernel::conv2d_backward_via(
+                path,
+                &s,
+                n,
+                &x,
+                &w,
+                &r,
+                Some(&mut dx),
+                &mut dw,
+                db_arg,
+                &mut cols,
+                false,
+            );
 
-        // dx = None, db = None: dw is the same computation, bit for bit
-        let mut dw_only = vec![f32::NAN; s.weight_len()];
-        kernel::conv2d_backward(&s, n, &x, &w, &r, None, &mut dw_only, None, &mut cols, false);
-        for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{what}: dw[{i}] differs without dx/db");
-        }
+            worst_dx = worst_dx.max(check_grad(&format!("{what} {path:?} dx"), &dx, &num_dx));
+            worst_dw = worst_dw.max(check_grad(&format!("{what} {path:?} dw"), &dw, &num_dw));
+            if let Some(num_db) = &num_db {
+                worst_db = worst_db.max(check_grad(&format!("{what} {path:?} db"), &db, &num_db));
+            }
 
-        // accumulate = true adds onto what is there
-        let dw0 = rand_vec(&mut rng, s.weight_len());
-        let db0 = rand_vec(&mut rng, s.c_out);
-        let mut dw_acc = dw0.clone();
-        let mut db_acc = db0.clone();
-        kernel::conv2d_backward(&s, n, &x, &w, &r, None, &mut dw_acc, Some(&mut db_acc), &mut cols, true);
-        let sum = |base: &[f32], g: &[f32]| -> Vec<f64> {
-            base.iter().zip(g).map(|(a, b)| *a as f64 + *b as f64).collect()
-        };
-        assert_close(&format!("{what} dw accumulate"), &dw_acc, &sum(&dw0, &dw), 1e-5);
-        let num_acc: Vec<f64> = dw0.iter().zip(&num_dw).map(|(a, g)| *a as f64 + g).collect();
-        check_grad(&format!("{what} dw0 + dw"), &dw_acc, &num_acc);
-        // db accumulates from whatever it held (the row sums of dy)
-        let db_sums: Vec<f64> = (0..s.c_out)
-            .map(|f| {
-                r.chunks_exact(s.out_len())
-                    .map(|ri| to_f64(&ri[f * s.col_cols()..][..s.col_cols()]).iter().sum::<f64>())
-                    .sum()
-            })
-            .collect();
-        let want_db: Vec<f64> = db0.iter().zip(&db_sums).map(|(a, g)| *a as f64 + g).collect();
-        assert_close(&format!("{what} db accumulate"), &db_acc, &want_db, 1e-5);
+            // dx = None, db = None: dw is the same computation, bit for bit
+            let mut dw_only = vec![f32::NAN; s.weight_len()];
+            kernel::conv2d_backward_via(path, &s, n, &x, &w, &r, None, &mut dw_only, None, &mut cols, false);
+            for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{what} {path:?}: dw[{i}] differs without dx/db");
+            }
+
+            // accumulate = true adds onto what is there
+            let dw0 = rand_vec(&mut rng, s.weight_len());
+            let db0 = rand_vec(&mut rng, s.c_out);
+            let mut dw_acc = dw0.clone();
+            let mut db_acc = db0.clone();
+            kernel::conv2d_backward_via(
+                path,
+                &s,
+                n,
+                &x,
+                &w,
+                &r,
+                None,
+                &mut dw_acc,
+                Some(&mut db_acc),
+                &mut cols,
+                true,
+            );
+            let sum = |base: &[f32], g: &[f32]| -> Vec<f64> {
+                base.iter().zip(g).map(|(a, b)| *a as f64 + *b as f64).collect()
+            };
+            assert_close(&format!("{what} {path:?} dw accumulate"), &dw_acc, &sum(&dw0, &dw), 1e-5);
+            let num_acc: Vec<f64> = dw0.iter().zip(&num_dw).map(|(a, g)| *a as f64 + g).collect();
+            check_grad(&format!("{what} {path:?} dw0 + dw"), &dw_acc, &num_acc);
+            // db accumulates from whatever it held (the row sums of dy)
+            let db_sums: Vec<f64> = (0..s.c_out)
+                .map(|f| {
+                    r.chunks_exact(s.out_len())
+                        .map(|ri| to_f64(&ri[f * s.col_cols()..][..s.col_cols()]).iter().sum::<f64>())
+                        .sum()
+                })
+                .collect();
+            let want_db: Vec<f64> = db0.iter().zip(&db_sums).map(|(a, g)| *a as f64 + g).collect();
+            assert_close(&format!("{what} {path:?} db accumulate"), &db_acc, &want_db, 1e-5);
+        }
     }
-    eprintln!("conv2d_backward worst rel err: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}");
+    eprintln!(
+        "conv2d_backward worst rel err: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}; \
+         {direct} cases also on the direct path"
+    );
 }
 
 #[test]

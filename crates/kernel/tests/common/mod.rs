@@ -3,7 +3,7 @@
 //! shapes every test file sweeps over.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use kernel::{Conv2d, Dense, MaxPool2d};
+use kernel::{Conv2d, ConvPath, Dense, MaxPool2d};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -169,7 +169,19 @@ pub const CONV_CASES: &[ConvCase] = &[
     conv(10, 5, 5, 2, 1, 1, 1, 0, true, 2),
     conv(8, 2, 2, 2, 3, 3, 1, 2, true, 1),
     conv(8, 6, 6, 2, 3, 3, 2, 1, true, 1),
+    // the direct kernels' edges: rows wider than a vector, filter tiles of
+    // 24 + 4 and 24 + 8, an odd filter count, pad 2, the seed's 8x8 layer
+    conv(4, 5, 17, 25, 3, 3, 1, 1, true, 2),
+    conv(3, 4, 20, 30, 3, 3, 1, 2, false, 2),
+    conv(5, 6, 9, 7, 3, 3, 1, 0, true, 3),
+    conv(12, 8, 8, 20, 3, 3, 1, 1, true, 1),
 ];
+
+/// The convolution paths that can run `s` on this CPU: im2col always, the
+/// direct AVX-512 kernels where the CPU and the shape allow.
+pub fn conv_paths(s: &Conv2d) -> Vec<ConvPath> {
+    [ConvPath::Im2col, ConvPath::Direct].into_iter().filter(|p| p.runs(s)).collect()
+}
 
 /// One max-pool test case.
 #[derive(Clone, Copy, Debug)]

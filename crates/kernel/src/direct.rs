@@ -1,0 +1,423 @@
+//! Stride-1 convolution without im2col: AVX-512 kernels over zero-padded,
+//! flattened planes.
+//!
+//! Pad every input plane to `hp x wp` and read it as one flat row. Output
+//! pixel `(y, x)` then needs padded element `(y + ky) * wp + (x + kx)`, which
+//! is `q + ky * wp + kx` for `q = y * wp + x`: a 1-D correlation over `q`
+//! with `kh * kw` fixed offsets. Sixteen consecutive `q` are therefore one
+//! unaligned vector load per tap, whatever the plane width, and a register
+//! tile of up to 24 output planes x 16 pixels does one load and up to 24
+//! FMAs (weights broadcast from memory) per tap: nothing is packed, and no
+//! `C*9`-times-larger im2col matrix is written or read. The `wp - wo`
+//! columns at the end of each padded row are not output pixels; their lanes
+//! are computed and never stored (12% extra work at 16x16, 25% at 8x8).
+//!
+//! - forward: `y[f] = b[f] + sum_c sum_tap xp[c][q + off(tap)] * w[f, c, tap]`;
+//! - input gradient: the same correlation run over `dy` padded by
+//!   `k - 1 - pad`, with the weights transposed and flipped (a "full"
+//!   convolution), written straight into `dx`: no col2im;
+//! - weight gradient: `dw[f, c, tap] = sum_q dyq[f][q] * xp[c][q + off(tap)]`
+//!   where `dyq` is `dy` spread to width `wp` with zeros in the extra
+//!   columns, summed over a chunk of images in registers and reduced once.
+//!
+//! Everything here is `unsafe` pointer arithmetic behind one safe entry per
+//! pass; each entry checks every slice length it relies on first. The
+//! callers in [`crate::conv`] use these kernels only when the CPU has
+//! AVX-512F ([`available`]) and the layer is a 3x3, stride-1 convolution
+//! with padding at most 2; everything else goes through im2col + SGEMM.
+
+use crate::conv::Conv2d;
+use std::arch::x86_64::*;
+
+/// Lanes of one AVX-512 vector of `f32`.
+const LANES: usize = 16;
+/// Zeros after the last padded plane, so that a vector load starting at the
+/// last output pixel of the last channel stays inside the buffer.
+const SLACK: usize = LANES;
+/// The output planes of one register tile: 24 accumulators of the 32 zmm
+/// registers, leaving room for the input vector. Tiles are multiples of 4.
+const MAX_TILE: usize = 24;
+
+/// Whether this CPU can run the direct kernels (checked once by std).
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether `s` has the shape the direct kernels handle.
+pub fn supports(s: &Conv2d) -> bool {
+    s.stride == 1 && s.kh == 3 && s.kw == 3 && s.pad <= 2
+}
+
+/// A stride-1 correlation of `ci` zero-padded planes `hp x wp` with a
+/// `kh x kw` kernel into `co` planes `(hp - kh + 1) x (wp - kw + 1)`.
+#[derive(Clone, Copy, Debug)]
+struct Corr {
+    ci: usize,
+    co: usize,
+    hp: usize,
+    wp: usize,
+    kh: usize,
+    kw: usize,
+}
+
+impl Corr {
+    fn ho(&self) -> usize {
+        self.hp + 1 - self.kh
+    }
+    fn wo(&self) -> usize {
+        self.wp + 1 - self.kw
+    }
+    fn plane(&self) -> usize {
+        self.hp * self.wp
+    }
+    /// Floats of the padded input: `ci` planes and the slack.
+    fn padded_len(&self) -> usize {
+        self.ci * self.plane() + SLACK
+    }
+    /// One past the flat index `q` of the last output pixel.
+    fn q_len(&self) -> usize {
+        (self.ho() - 1) * self.wp + self.wo()
+    }
+    /// Vector blocks covering `0..q_len`.
+    fn blocks(&self) -> usize {
+        self.q_len().div_ceil(LANES)
+    }
+    /// Output planes rounded up to whole tiles of 4.
+    fn co_pad(&self) -> usize {
+        self.co.next_multiple_of(4)
+    }
+    /// Floats of the weight table `[ci * kh * kw, co_pad]`.
+    fn taps_len(&self) -> usize {
+        self.ci * self.kh * self.kw * self.co_pad()
+    }
+}
+
+/// The forward correlation of layer `s`.
+fn forward_corr(s: &Conv2d) -> Corr {
+    Corr { ci: s.c_in, co: s.c_out, hp: s.h + 2 * s.pad, wp: s.w + 2 * s.pad, kh: s.kh, kw: s.kw }
+}
+
+/// The input-gradient correlation: `dy` padded by `k - 1 - pad` on each
+/// side, `c_out` planes in, `c_in` planes out.
+fn input_grad_corr(s: &Conv2d) -> Corr {
+    let (py, px) = (s.kh - 1 - s.pad, s.kw - 1 - s.pad);
+    Corr { ci: s.c_out, co: s.c_in, hp: s.out_h() + 2 * py, wp: s.out_w() + 2 * px, kh: s.kh, kw: s.kw }
+}
+
+/// Scratch floats [`forward`] needs.
+pub fn forward_scratch_len(s: &Conv2d) -> usize {
+    let g = forward_corr(s);
+    g.taps_len() + g.padded_len()
+}
+
+/// Scratch floats [`backward`] needs for `n` images.
+pub fn backward_scratch_len(s: &Conv2d, n: usize) -> usize {
+    let (g, d) = (forward_corr(s), input_grad_corr(s));
+    let dyq = s.c_out * g.blocks() * LANES;
+    d.taps_len() + n * (g.padded_len() + dyq) + d.padded_len()
+}
+
+/// Copy `src[c, h, w]` into `dst[c, h + 2*py, w + 2*px]` with zero borders,
+/// and zero the slack after it.
+fn pad_planes(src: &[f32], c: usize, h: usize, w: usize, py: usize, px: usize, dst: &mut [f32]) {
+    let (hp, wp) = (h + 2 * py, w + 2 * px);
+    let (planes, slack) = dst.split_at_mut(c * hp * wp);
+    slack[..SLACK].fill(0.0);
+    for (s, d) in src[..c * h * w].chunks_exact(h * w).zip(planes.chunks_exact_mut(hp * wp)) {
+        d[..py * wp].fill(0.0);
+        d[(py + h) * wp..].fill(0.0);
+        for (srow, drow) in s.chunks_exact(w).zip(d[py * wp..].chunks_exact_mut(wp)) {
+            drow[..px].fill(0.0);
+            drow[px..px + w].copy_from_slice(srow);
+            drow[px + w..].fill(0.0);
+        }
+    }
+}
+
+/// Forward pass of `n` images (see the module docs). `scratch` holds at
+/// least [`forward_scratch_len`] floats.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]) and `supports(s)` hold.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn forward(
+    s: &Conv2d,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let g = forward_corr(s);
+    assert!(x.len() >= n * s.in_len() && y.len() >= n * s.out_len(), "conv direct: x or y too short");
+    assert!(w.len() >= s.weight_len(), "conv direct: w too short");
+    assert!(bias.is_none_or(|b| b.len() >= s.c_out), "conv direct: bias too short");
+    let (taps, rest) = scratch.split_at_mut(g.taps_len());
+    let xp = &mut rest[..g.padded_len()];
+    // taps[(c, tap), f] = w[f, c, tap]: the f values of one tap side by side
+    let (k, cp) = (s.col_rows(), g.co_pad());
+    taps.fill(0.0);
+    for (f, wf) in w[..s.weight_len()].chunks_exact(k).enumerate() {
+        for (t, &v) in wf.iter().enumerate() {
+            taps[t * cp + f] = v;
+        }
+    }
+    for i in 0..n {
+        pad_planes(&x[i * s.in_len()..], s.c_in, s.h, s.w, s.pad, s.pad, xp);
+        let yi = &mut y[i * s.out_len()..(i + 1) * s.out_len()];
+        correlate(&g, xp, taps, bias, yi);
+    }
+}
+
+/// Backward pass of `n` images, same contract as
+/// [`crate::conv::conv2d_backward`] except the bias gradient (the caller
+/// sums it). `scratch` holds at least [`backward_scratch_len`] floats.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]) and `supports(s)` hold.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn backward(
+    s: &Conv2d,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    scratch: &mut [f32],
+    accumulate: bool,
+) {
+    let (g, d) = (forward_corr(s), input_grad_corr(s));
+    assert!(x.len() >= n * s.in_len() && dy.len() >= n * s.out_len(), "conv direct: x or dy too short");
+    assert!(w.len() >= s.weight_len() && dw.len() >= s.weight_len(), "conv direct: w or dw too short");
+    let (taps, rest) = scratch.split_at_mut(d.taps_len());
+    let (xps, rest) = rest.split_at_mut(n * g.padded_len());
+    let (dyqs, rest) = rest.split_at_mut(n * s.c_out * g.blocks() * LANES);
+    let dyp = &mut rest[..d.padded_len()];
+    let (ho, wo, wp) = (s.out_h(), s.out_w(), g.wp);
+    let dyq_len = g.blocks() * LANES;
+    for i in 0..n {
+        pad_planes(&x[i * s.in_len()..], s.c_in, s.h, s.w, s.pad, s.pad, &mut xps[i * g.padded_len()..]);
+        // dyq[f]: dy's rows at stride wp, zeros in the wp - wo extra columns
+        let dyi = &dy[i * s.out_len()..(i + 1) * s.out_len()];
+        let dyq = &mut dyqs[i * s.c_out * dyq_len..(i + 1) * s.c_out * dyq_len];
+        dyq.fill(0.0);
+        for (src, dst) in dyi.chunks_exact(ho * wo).zip(dyq.chunks_exact_mut(dyq_len)) {
+            for (srow, drow) in src.chunks_exact(wo).zip(dst.chunks_mut(wp)) {
+                drow[..wo].copy_from_slice(srow);
+            }
+        }
+    }
+    weight_grad(&g, n, xps, dyqs, dw, accumulate);
+    if let Some(dx) = dx {
+        assert!(dx.len() >= n * s.in_len(), "conv direct: dx too short");
+        // taps[(f, tap), c] = w[f, c, flipped tap]
+        let (k, cp, kk) = (s.col_rows(), d.co_pad(), s.kh * s.kw);
+        taps.fill(0.0);
+        for (f, wf) in w[..s.weight_len()].chunks_exact(k).enumerate() {
+            for (c, wfc) in wf.chunks_exact(kk).enumerate() {
+                for (t, &v) in wfc.iter().enumerate() {
+                    taps[(f * kk + kk - 1 - t) * cp + c] = v;
+                }
+            }
+        }
+        let (py, px) = (s.kh - 1 - s.pad, s.kw - 1 - s.pad);
+        for i in 0..n {
+            pad_planes(&dy[i * s.out_len()..], s.c_out, ho, wo, py, px, dyp);
+            correlate(&d, dyp, taps, None, &mut dx[i * s.in_len()..(i + 1) * s.in_len()]);
+        }
+    }
+}
+
+/// `out[co, ho, wo] = correlation of xp (padded, see [`Corr`]) with the
+/// weight table `taps[ci * kh * kw, co_pad]`, plus `bias`.
+unsafe fn correlate(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    assert!(xp.len() >= g.padded_len() && taps.len() >= g.taps_len() && out.len() >= g.co * g.ho() * g.wo());
+    let mut offs = [0usize; 9];
+    for (t, o) in offs.iter_mut().enumerate().take(g.kh * g.kw) {
+        *o = t / g.kw * g.wp + t % g.kw;
+    }
+    let offs = &offs[..g.kh * g.kw];
+    let mut f0 = 0;
+    while f0 < g.co {
+        let fb = (g.co_pad() - f0).min(MAX_TILE);
+        match fb {
+            4 => correlate_tile::<4>(g, offs, xp, taps, f0, bias, out),
+            8 => correlate_tile::<8>(g, offs, xp, taps, f0, bias, out),
+            12 => correlate_tile::<12>(g, offs, xp, taps, f0, bias, out),
+            16 => correlate_tile::<16>(g, offs, xp, taps, f0, bias, out),
+            20 => correlate_tile::<20>(g, offs, xp, taps, f0, bias, out),
+            _ => correlate_tile::<24>(g, offs, xp, taps, f0, bias, out),
+        }
+        f0 += fb;
+    }
+}
+
+/// Output planes `f0..f0 + FB` (those below `co`) of [`correlate`].
+#[target_feature(enable = "avx512f")]
+unsafe fn correlate_tile<const FB: usize>(
+    g: &Corr,
+    offs: &[usize],
+    xp: &[f32],
+    taps: &[f32],
+    f0: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (plane, cp, q_len) = (g.plane(), g.co_pad(), g.q_len());
+    let (ho, wo, wp) = (g.ho(), g.wo(), g.wp);
+    let mut init = [0.0f32; FB];
+    if let Some(b) = bias {
+        for (j, v) in init.iter_mut().enumerate() {
+            *v = if f0 + j < g.co { b[f0 + j] } else { 0.0 };
+        }
+    }
+    let taps = &taps[f0..];
+    let out = out.as_mut_ptr();
+    let mut acc = [_mm512_setzero_ps(); FB];
+    // the stores below index the tile with a run-time bound, so the sums
+    // come from a function of their own: there the accumulators index
+    // with constants only, and LLVM keeps all FB in registers
+    for q0 in (0..q_len).step_by(LANES) {
+        correlate_block::<FB>(&xp[q0..], plane, g.ci, offs, taps, cp, &init, &mut acc);
+        // store the lanes that are output pixels, one row segment at a time
+        let q_end = (q0 + LANES).min(q_len);
+        let mut q = q0;
+        while q < q_end {
+            let (r, x) = (q / wp, q % wp);
+            if x >= wo {
+                q += wp - x;
+                continue;
+            }
+            let len = (wo - x).min(q_end - q);
+            let lane = q - q0;
+            let mask = (((1u32 << len) - 1) << lane) as __mmask16;
+            // lane `lane` of the vector lands on out[f, r, x]
+            let dst = out.wrapping_add(r * wo + x).wrapping_sub(lane);
+            for (j, a) in acc.iter().enumerate().take(g.co.saturating_sub(f0)) {
+                _mm512_mask_storeu_ps(dst.wrapping_add((f0 + j) * ho * wo), mask, *a);
+            }
+            q += len;
+        }
+    }
+}
+
+/// One vector block of [`correlate_tile`]: `init[j] + sum over the ci
+/// planes and the taps of xp[c * plane + off] * taps[(c, tap), j]`, where
+/// `xp` points at the block's first pixel. Every load must lie inside the
+/// padded buffer (see [`Corr::padded_len`]).
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+unsafe fn correlate_block<const FB: usize>(
+    xp: &[f32],
+    plane: usize,
+    ci: usize,
+    offs: &[usize],
+    taps: &[f32],
+    cp: usize,
+    init: &[f32; FB],
+    sums: &mut [__m512; FB],
+) {
+    // The sums live in a local array written to `sums` once at the end: an
+    // array returned by value becomes the caller's memory, and LLVM then
+    // stores every accumulator back after every FMA.
+    let (xp, mut t) = (xp.as_ptr(), taps.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); FB];
+    for j in 0..FB {
+        acc[j] = _mm512_set1_ps(init[j]);
+    }
+    for c in 0..ci {
+        let base = xp.add(c * plane);
+        for &o in offs {
+            let v = _mm512_loadu_ps(base.add(o));
+            for j in 0..FB {
+                acc[j] = _mm512_fmadd_ps(v, _mm512_set1_ps(*t.add(j)), acc[j]);
+            }
+            t = t.add(cp);
+        }
+    }
+    *sums = acc;
+}
+
+/// `dw[f, c, tap] (+)= sum over the n images and q of dyq[f][q] *
+/// xp[c][q + off(tap)]`, for 3x3 kernels; `xps` holds n padded inputs,
+/// `dyqs` n blocks of `co` spread gradients.
+unsafe fn weight_grad(g: &Corr, n: usize, xps: &[f32], dyqs: &[f32], dw: &mut [f32], accumulate: bool) {
+    let dyq_len = g.blocks() * LANES;
+    assert!(g.kh == 3 && g.kw == 3);
+    assert!(xps.len() >= n * g.padded_len() && dyqs.len() >= n * g.co * dyq_len);
+    assert!(dw.len() >= g.co * g.ci * 9);
+    let mut f = 0;
+    while f < g.co {
+        if f + 2 <= g.co {
+            weight_grad_tile::<2>(g, n, xps, dyqs, f, dw, accumulate);
+            f += 2;
+        } else {
+            weight_grad_tile::<1>(g, n, xps, dyqs, f, dw, accumulate);
+            f += 1;
+        }
+    }
+}
+
+/// [`weight_grad`] for output planes `f0..f0 + FB`, every input plane:
+/// `FB x 9` accumulators, each a 16-lane partial sum reduced at the end.
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_tile<const FB: usize>(
+    g: &Corr,
+    n: usize,
+    xps: &[f32],
+    dyqs: &[f32],
+    f0: usize,
+    dw: &mut [f32],
+    accumulate: bool,
+) {
+    let (plane, wp, blocks) = (g.plane(), g.wp, g.blocks());
+    let dyq_len = blocks * LANES;
+    let offs = [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2];
+    for c in 0..g.ci {
+        let mut acc = [[_mm512_setzero_ps(); 9]; FB];
+        for i in 0..n {
+            let x = xps.as_ptr().add(i * g.padded_len() + c * plane);
+            let dyq = dyqs.as_ptr().add((i * g.co + f0) * dyq_len);
+            weight_grad_image::<FB>(&mut acc, x, dyq, dyq_len, blocks, &offs);
+        }
+        for (j, accj) in acc.iter().enumerate() {
+            let row = &mut dw[((f0 + j) * g.ci + c) * 9..][..9];
+            for (r, a) in row.iter_mut().zip(accj) {
+                let sum = _mm512_reduce_add_ps(*a);
+                *r = if accumulate { *r + sum } else { sum };
+            }
+        }
+    }
+}
+
+/// One image's part of [`weight_grad_tile`]: `acc[j][t] += dyq[j][q] *
+/// x[q + offs[t]]` over the `blocks` vector blocks of `q`, in a local copy
+/// of `sums` that LLVM keeps in registers (see [`correlate_block`]).
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+unsafe fn weight_grad_image<const FB: usize>(
+    sums: &mut [[__m512; 9]; FB],
+    x: *const f32,
+    dyq: *const f32,
+    dyq_len: usize,
+    blocks: usize,
+    offs: &[usize; 9],
+) {
+    let mut acc = *sums;
+    for b in 0..blocks {
+        let q = b * LANES;
+        let mut d = [_mm512_setzero_ps(); FB];
+        for j in 0..FB {
+            d[j] = _mm512_loadu_ps(dyq.add(j * dyq_len + q));
+        }
+        for t in 0..9 {
+            let v = _mm512_loadu_ps(x.add(q + offs[t]));
+            for j in 0..FB {
+                acc[j][t] = _mm512_fmadd_ps(v, d[j], acc[j][t]);
+            }
+        }
+    }
+    *sums = acc;
+}
