@@ -17,9 +17,12 @@ pub mod dense;
 pub mod direct;
 pub mod gemm;
 pub mod loss;
+#[cfg(target_arch = "x86_64")]
+mod maxpool_avx512;
 pub mod pool;
 pub mod reduce;
 pub mod reference;
+mod simd;
 
 pub use activation::{relu_backward, relu_forward};
 pub use conv::{
@@ -28,4 +31,6 @@ pub use conv::{
 };
 pub use dense::{dense_backward, dense_forward, Dense};
 pub use loss::{argmax, softmax_loss_backward, softmax_loss_forward, Loss, LossSums};
-pub use pool::{gap_backward, gap_forward, maxpool_backward, maxpool_forward, MaxPool2d};
+pub use pool::{
+    gap_backward, gap_forward, maxpool_backward, maxpool_forward, maxpool_forward_portable, MaxPool2d,
+};

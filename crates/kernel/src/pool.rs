@@ -55,6 +55,18 @@ fn pool_out(n: usize, size: usize, stride: usize, ceil: bool) -> Option<usize> {
 /// Ties go to the first element in row-major order, as in PyTorch. (NaN
 /// is not propagated: a ReLU before the pool has already dropped it.)
 pub fn maxpool_forward(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if (s.size, s.stride) == (3, 2) && crate::simd::avx512() {
+        // SAFETY: the CPU has AVX-512F and the window is 3x3, stride 2.
+        unsafe { crate::maxpool_avx512::forward(s, n, x, y, argmax) };
+        return;
+    }
+    maxpool_forward_portable(s, n, x, y, argmax)
+}
+
+/// [`maxpool_forward`] without the AVX-512 kernel: the same values and
+/// indices bit for bit on every input (a test checks it).
+pub fn maxpool_forward_portable(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     match (s.size, s.stride) {
         // The seed network's pools: a fixed window the compiler unrolls.
         (3, 2) => maxpool_forward_with::<3, 2>(s, n, x, y, argmax),
@@ -244,22 +256,23 @@ fn keep_greater(v: f32, idx: u32, bv: &mut f32, bi: &mut u32) {
     *bv = if gt { v } else { *bv };
 }
 
-/// One input row's contribution to a row of 3-wide, stride-2 windows,
-/// written branch-free so the compiler can vectorise it.
+/// One input row's contribution to a row of 3-wide, stride-2 windows:
+/// each candidate is compared with the running best in turn (the same
+/// sequence as [`window_max_3s2`], so NaN inputs also give the same
+/// result), written branch-free so the compiler can vectorise it.
 fn row_max_3s2(row: &[f32], full: usize, first: bool, at: u32, out: &mut [f32], arg: &mut [u32]) {
     let row = &row[..2 * full + 1];
     for (ox, (o, g)) in out.iter_mut().zip(arg.iter_mut()).enumerate() {
         let i = 2 * ox;
-        let (a, b, c) = (row[i], row[i + 1], row[i + 2]);
-        let mut bv = a;
-        let mut bi = i as u32;
-        bi = if b > bv { i as u32 + 1 } else { bi };
-        bv = if b > bv { b } else { bv };
-        bi = if c > bv { i as u32 + 2 } else { bi };
-        bv = if c > bv { c } else { bv };
-        let take = first || bv > *o;
-        *g = if take { at + bi } else { *g };
-        *o = if take { bv } else { *o };
+        let i32 = at + i as u32;
+        let (mut bv, mut bi) = if first { (row[i], i32) } else { (*o, *g) };
+        if !first {
+            keep_greater(row[i], i32, &mut bv, &mut bi);
+        }
+        keep_greater(row[i + 1], i32 + 1, &mut bv, &mut bi);
+        keep_greater(row[i + 2], i32 + 2, &mut bv, &mut bi);
+        *o = bv;
+        *g = bi;
     }
 }
 

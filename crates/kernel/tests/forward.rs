@@ -344,3 +344,32 @@ fn softmax_loss_forward_matches_reference() {
         }
     }
 }
+
+/// The dispatching `maxpool_forward` (the AVX-512 kernel where the CPU has
+/// it) and the portable code give the same values and indices bit for bit,
+/// on inputs full of ties, infinities and NaN.
+#[test]
+fn maxpool_forward_equals_portable_bit_for_bit() {
+    let mut rng = rng(10);
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1.0, -1.0];
+    for case in POOL_CASES.iter().chain(WIDE_POOL_CASES) {
+        let (s, n) = (case.s, case.n);
+        for round in 0..3 {
+            let x: Vec<f32> = (0..n * s.in_len())
+                .map(|_| match round {
+                    0 => rng.random_range(-1.0f32..1.0),
+                    1 => rng.random_range(-1i32..=1) as f32,
+                    _ => specials[rng.random_range(0..specials.len())],
+                })
+                .collect();
+            let mut got = (vec![0.0f32; n * s.out_len()], vec![0u32; n * s.out_len()]);
+            let mut want = (vec![1.0f32; n * s.out_len()], vec![1u32; n * s.out_len()]);
+            kernel::maxpool_forward(&s, n, &x, &mut got.0, &mut got.1);
+            kernel::maxpool_forward_portable(&s, n, &x, &mut want.0, &mut want.1);
+            for (o, (a, b)) in got.0.iter().zip(&want.0).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{case:?} round {round} output {o}");
+            }
+            assert_eq!(got.1, want.1, "{case:?} round {round}: argmax");
+        }
+    }
+}
