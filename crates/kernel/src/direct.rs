@@ -265,7 +265,7 @@ unsafe fn correlate_tile<const FB: usize>(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let (plane, cp, q_len) = (g.plane(), g.co_pad(), g.q_len());
+    let (cp, q_len) = (g.co_pad(), g.q_len());
     let (ho, wo, wp) = (g.ho(), g.wo(), g.wp);
     let mut init = [0.0f32; FB];
     if let Some(b) = bias {
@@ -280,7 +280,7 @@ unsafe fn correlate_tile<const FB: usize>(
     // come from a function of their own: there the accumulators index
     // with constants only, and LLVM keeps all FB in registers
     for q0 in (0..q_len).step_by(LANES) {
-        correlate_block::<FB>(&xp[q0..], plane, g.ci, offs, taps, cp, &init, &mut acc);
+        correlate_block::<FB>(&xp[q0..], g, offs, taps, cp, &init, &mut acc);
         // store the lanes that are output pixels, one row segment at a time
         let q_end = (q0 + LANES).min(q_len);
         let mut q = q0;
@@ -309,10 +309,10 @@ unsafe fn correlate_tile<const FB: usize>(
 /// padded buffer (see [`Corr::padded_len`]).
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
+#[allow(clippy::needless_range_loop)] // constant indices: see the comment inside
 unsafe fn correlate_block<const FB: usize>(
     xp: &[f32],
-    plane: usize,
-    ci: usize,
+    g: &Corr,
     offs: &[usize],
     taps: &[f32],
     cp: usize,
@@ -323,6 +323,7 @@ unsafe fn correlate_block<const FB: usize>(
     // array returned by value becomes the caller's memory, and LLVM then
     // stores every accumulator back after every FMA.
     let (xp, mut t) = (xp.as_ptr(), taps.as_ptr());
+    let (plane, ci) = (g.plane(), g.ci);
     let mut acc = [_mm512_setzero_ps(); FB];
     for j in 0..FB {
         acc[j] = _mm512_set1_ps(init[j]);
@@ -397,6 +398,7 @@ unsafe fn weight_grad_tile<const FB: usize>(
 /// of `sums` that LLVM keeps in registers (see [`correlate_block`]).
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
+#[allow(clippy::needless_range_loop)] // constant indices keep the sums in registers
 unsafe fn weight_grad_image<const FB: usize>(
     sums: &mut [[__m512; 9]; FB],
     x: *const f32,

@@ -66,7 +66,7 @@ fn conv2d_backward_matches_finite_differences() {
             worst_dx = worst_dx.max(check_grad(&format!("{what} {path:?} dx"), &dx, &num_dx));
             worst_dw = worst_dw.max(check_grad(&format!("{what} {path:?} dw"), &dw, &num_dw));
             if let Some(num_db) = &num_db {
-                worst_db = worst_db.max(check_grad(&format!("{what} {path:?} db"), &db, &num_db));
+                worst_db = worst_db.max(check_grad(&format!("{what} {path:?} db"), &db, num_db));
             }
 
             // dx = None, db = None: dw is the same computation, bit for bit
