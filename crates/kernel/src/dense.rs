@@ -1,4 +1,5 @@
-//! Fully connected layer over `n` flattened inputs, via SGEMM.
+//! Fully connected layer over `n` flattened inputs: AVX-512 kernels where
+//! the CPU has them ([`crate::dense_avx512`]), else SGEMM.
 //! Weights are `[outputs, inputs]` (PyTorch's `nn.Linear` layout).
 
 use crate::gemm::{sgemm, Mat};
@@ -22,6 +23,24 @@ impl Dense {
 
 /// `y[n, out] = x[n, in] x Wᵀ + b`.
 pub fn dense_forward(s: &Dense, n: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { crate::dense_avx512::forward(s, n, x, w, bias, y) };
+        return;
+    }
+    dense_forward_portable(s, n, x, w, bias, y)
+}
+
+/// [`dense_forward`] through `matrixmultiply`, on any CPU.
+pub fn dense_forward_portable(
+    s: &Dense,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let xm = Mat::rows(&x[..n * s.inputs], n, s.inputs);
     let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
     let y = &mut y[..n * s.outputs];
@@ -48,10 +67,42 @@ pub fn dense_backward(
     db: Option<&mut [f32]>,
     accumulate: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        bias_grad(s, n, dy, db, accumulate);
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { crate::dense_avx512::backward(s, n, x, w, dy, dx, dw, accumulate) };
+        return;
+    }
+    dense_backward_portable(s, n, x, w, dy, dx, dw, db, accumulate)
+}
+
+/// [`dense_backward`] through `matrixmultiply`, on any CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_backward_portable(
+    s: &Dense,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    accumulate: bool,
+) {
     let beta = if accumulate { 1.0 } else { 0.0 };
     let xm = Mat::rows(&x[..n * s.inputs], n, s.inputs);
     let dym = Mat::rows(&dy[..n * s.outputs], n, s.outputs);
     sgemm(1.0, dym.t(), xm, beta, &mut dw[..s.weight_len()]);
+    bias_grad(s, n, dy, db, accumulate);
+    if let Some(dx) = dx {
+        let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
+        sgemm(1.0, dym, wm, 0.0, &mut dx[..n * s.inputs]);
+    }
+}
+
+/// `db (+)= column sums of dy[n, out]`, image by image.
+fn bias_grad(s: &Dense, n: usize, dy: &[f32], db: Option<&mut [f32]>, accumulate: bool) {
     if let Some(db) = db {
         let db = &mut db[..s.outputs];
         if !accumulate {
@@ -60,9 +111,5 @@ pub fn dense_backward(
         for row in dy[..n * s.outputs].chunks_exact(s.outputs) {
             db.iter_mut().zip(row).for_each(|(g, v)| *g += v);
         }
-    }
-    if let Some(dx) = dx {
-        let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
-        sgemm(1.0, dym, wm, 0.0, &mut dx[..n * s.inputs]);
     }
 }

@@ -14,6 +14,8 @@ pub mod activation;
 pub mod conv;
 pub mod dense;
 #[cfg(target_arch = "x86_64")]
+mod dense_avx512;
+#[cfg(target_arch = "x86_64")]
 pub mod direct;
 pub mod gemm;
 pub mod loss;
@@ -29,7 +31,7 @@ pub use conv::{
     col2im, conv2d_backward, conv2d_backward_via, conv2d_forward, conv2d_forward_via, im2col, Conv2d,
     ConvPath,
 };
-pub use dense::{dense_backward, dense_forward, Dense};
+pub use dense::{dense_backward, dense_backward_portable, dense_forward, dense_forward_portable, Dense};
 pub use loss::{argmax, softmax_loss_backward, softmax_loss_forward, Loss, LossSums};
 pub use pool::{
     gap_backward, gap_forward, maxpool_backward, maxpool_forward, maxpool_forward_portable, MaxPool2d,

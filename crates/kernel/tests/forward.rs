@@ -305,20 +305,24 @@ fn dense_forward_matches_reference() {
         let x = rand_vec(&mut rng, n * s.inputs);
         let w = rand_vec(&mut rng, s.weight_len());
         let b = rand_vec(&mut rng, s.outputs);
-        let mut y = vec![f32::NAN; n * s.outputs];
-        kernel::dense_forward(&s, n, &x, &w, has_bias.then_some(&b[..]), &mut y);
         let (w64, b64) = (to_f64(&w), to_f64(&b));
         let want: Vec<f64> = x
             .chunks_exact(s.inputs)
             .flat_map(|xi| reference::dense(&s, &to_f64(xi), &w64, has_bias.then_some(&b64[..])))
             .collect();
-        assert_close(&format!("dense {s:?} bias={has_bias} n={n}"), &y, &want, TOL);
+        for (path, forward) in DENSE_FORWARDS {
+            let mut y = vec![f32::NAN; n * s.outputs];
+            forward(&s, n, &x, &w, has_bias.then_some(&b[..]), &mut y);
+            assert_close(&format!("dense {path} {s:?} bias={has_bias} n={n}"), &y, &want, TOL);
+        }
     }
     // a known value: [1 2; 3 4] x [1, 1] + [10, 20] = [13, 27]
     let s = Dense { inputs: 2, outputs: 2 };
-    let mut y = [0.0; 2];
-    kernel::dense_forward(&s, 1, &[1.0, 1.0], &[1.0, 2.0, 3.0, 4.0], Some(&[10.0, 20.0]), &mut y);
-    assert_eq!(y, [13.0, 27.0]);
+    for (path, forward) in DENSE_FORWARDS {
+        let mut y = [0.0; 2];
+        forward(&s, 1, &[1.0, 1.0], &[1.0, 2.0, 3.0, 4.0], Some(&[10.0, 20.0]), &mut y);
+        assert_eq!(y, [13.0, 27.0], "{path}");
+    }
 }
 
 #[test]

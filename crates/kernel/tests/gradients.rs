@@ -203,39 +203,41 @@ fn dense_backward_matches_finite_differences() {
         let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
         let bias = has_bias.then_some(&b64[..]);
 
-        let mut dx = vec![f32::NAN; n * s.inputs];
-        let mut dw = vec![f32::NAN; s.weight_len()];
-        let mut db = vec![f32::NAN; s.outputs];
-        let db_arg = has_bias.then_some(&mut db[..]);
-        kernel::dense_backward(&s, n, &x, &w, &r, Some(&mut dx), &mut dw, db_arg, false);
-
         let num_dx = central_diff(&x64, |xp| dense_objective(&s, xp, &w64, bias, &r64));
         let num_dw = central_diff(&w64, |wp| dense_objective(&s, &x64, wp, bias, &r64));
         let num_db = central_diff(&b64, |bp| dense_objective(&s, &x64, &w64, Some(bp), &r64));
-        worst_dx = worst_dx.max(check_grad(&format!("{what} dx"), &dx, &num_dx));
-        worst_dw = worst_dw.max(check_grad(&format!("{what} dw"), &dw, &num_dw));
-        if has_bias {
-            worst_db = worst_db.max(check_grad(&format!("{what} db"), &db, &num_db));
-        }
+        for (path, backward) in DENSE_BACKWARDS {
+            let mut dx = vec![f32::NAN; n * s.inputs];
+            let mut dw = vec![f32::NAN; s.weight_len()];
+            let mut db = vec![f32::NAN; s.outputs];
+            let db_arg = has_bias.then_some(&mut db[..]);
+            backward(&s, n, &x, &w, &r, Some(&mut dx), &mut dw, db_arg, false);
 
-        // dx = None, db = None gives the same dw
-        let mut dw_only = vec![f32::NAN; s.weight_len()];
-        kernel::dense_backward(&s, n, &x, &w, &r, None, &mut dw_only, None, false);
-        for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{what}: dw[{i}] differs without dx/db");
-        }
+            worst_dx = worst_dx.max(check_grad(&format!("{what} {path} dx"), &dx, &num_dx));
+            worst_dw = worst_dw.max(check_grad(&format!("{what} {path} dw"), &dw, &num_dw));
+            if has_bias {
+                worst_db = worst_db.max(check_grad(&format!("{what} {path} db"), &db, &num_db));
+            }
 
-        // accumulate = true adds onto dw and db
-        let dw0 = rand_vec(&mut rng, s.weight_len());
-        let db0 = rand_vec(&mut rng, s.outputs);
-        let (mut dw_acc, mut db_acc) = (dw0.clone(), db0.clone());
-        kernel::dense_backward(&s, n, &x, &w, &r, None, &mut dw_acc, Some(&mut db_acc), true);
-        let plus = |base: &[f32], g: &[f64]| -> Vec<f64> {
-            base.iter().zip(g).map(|(a, b)| *a as f64 + b).collect()
-        };
-        check_grad(&format!("{what} dw0 + dw"), &dw_acc, &plus(&dw0, &num_dw));
-        check_grad(&format!("{what} db0 + db"), &db_acc, &plus(&db0, &num_db));
-        assert_close(&format!("{what} dw accumulate"), &dw_acc, &plus(&dw0, &to_f64(&dw)), 1e-5);
+            // dx = None, db = None gives the same dw
+            let mut dw_only = vec![f32::NAN; s.weight_len()];
+            backward(&s, n, &x, &w, &r, None, &mut dw_only, None, false);
+            for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{what} {path}: dw[{i}] differs without dx/db");
+            }
+
+            // accumulate = true adds onto dw and db
+            let dw0 = rand_vec(&mut rng, s.weight_len());
+            let db0 = rand_vec(&mut rng, s.outputs);
+            let (mut dw_acc, mut db_acc) = (dw0.clone(), db0.clone());
+            backward(&s, n, &x, &w, &r, None, &mut dw_acc, Some(&mut db_acc), true);
+            let plus = |base: &[f32], g: &[f64]| -> Vec<f64> {
+                base.iter().zip(g).map(|(a, b)| *a as f64 + b).collect()
+            };
+            check_grad(&format!("{what} {path} dw0 + dw"), &dw_acc, &plus(&dw0, &num_dw));
+            check_grad(&format!("{what} {path} db0 + db"), &db_acc, &plus(&db0, &num_db));
+            assert_close(&format!("{what} {path} dw accumulate"), &dw_acc, &plus(&dw0, &to_f64(&dw)), 1e-5);
+        }
     }
     eprintln!("dense_backward worst rel err: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}");
 }

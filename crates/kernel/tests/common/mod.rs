@@ -226,14 +226,32 @@ pub const WIDE_POOL_CASES: &[PoolCase] = &[
     pool(2, 3, 1100, 3, 2, true, 1),
 ];
 
-/// Dense test cases: `(shape, bias, n)`.
+/// Dense test cases: `(shape, bias, n)`. The later ones reach the AVX-512
+/// kernels' edges: 8 + 4 + 1 images, output tiles of 3 + 3 + 1 and 3 + 2,
+/// input columns past one and two register tiles with a partial block.
 pub const DENSE_CASES: &[(Dense, bool, usize)] = &[
     (Dense { inputs: 5, outputs: 3 }, true, 1),
     (Dense { inputs: 7, outputs: 4 }, false, 3),
     (Dense { inputs: 16, outputs: 10 }, true, 4),
     (Dense { inputs: 1, outputs: 1 }, true, 2),
     (Dense { inputs: 3, outputs: 6 }, true, 5),
+    (Dense { inputs: 100, outputs: 7 }, true, 13),
+    (Dense { inputs: 200, outputs: 5 }, false, 8),
+    (Dense { inputs: 33, outputs: 2 }, true, 10),
 ];
+
+type DenseForward = fn(&Dense, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]);
+type DenseBackward =
+    fn(&Dense, usize, &[f32], &[f32], &[f32], Option<&mut [f32]>, &mut [f32], Option<&mut [f32]>, bool);
+
+/// Both dense forward versions: the dispatching one (AVX-512 where the CPU
+/// has it) and the portable SGEMM one.
+pub const DENSE_FORWARDS: &[(&str, DenseForward)] =
+    &[("dispatch", kernel::dense_forward), ("portable", kernel::dense_forward_portable)];
+
+/// Both dense backward versions, as [`DENSE_FORWARDS`].
+pub const DENSE_BACKWARDS: &[(&str, DenseBackward)] =
+    &[("dispatch", kernel::dense_backward), ("portable", kernel::dense_backward_portable)];
 
 /// GAP test cases: `(c, hw, n)`.
 pub const GAP_CASES: &[(usize, usize, usize)] = &[(3, 35, 2), (4, 1, 3), (2, 64, 1), (5, 9, 4)];
