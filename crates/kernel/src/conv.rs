@@ -364,18 +364,8 @@ pub fn conv2d_backward_via(
     }
     #[cfg(target_arch = "x86_64")]
     if path == ConvPath::Direct {
-        let p = s.col_cols();
-        if let Some(db) = db {
-            for (f, g) in db.iter_mut().enumerate().take(s.c_out) {
-                let mut sum = 0.0;
-                for i in 0..n {
-                    sum += sum_lanes8(&dy[(i * s.c_out + f) * p..][..p]);
-                }
-                *g = if accumulate { *g + sum } else { sum };
-            }
-        }
         // SAFETY: `runs` checked the CPU feature and the shape.
-        unsafe { crate::direct::backward(s, n, x, w, dy, dx, dw, scratch, accumulate) };
+        unsafe { crate::direct::backward(s, n, x, w, dy, dx, dw, db, scratch, accumulate) };
         return;
     }
     let cols = scratch;

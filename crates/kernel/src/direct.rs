@@ -171,8 +171,8 @@ pub unsafe fn forward(
 }
 
 /// Backward pass of `n` images, same contract as
-/// [`crate::conv::conv2d_backward`] except the bias gradient (the caller
-/// sums it). `scratch` holds at least [`backward_scratch_len`] floats.
+/// [`crate::conv::conv2d_backward`]. `scratch` holds at least
+/// [`backward_scratch_len`] floats.
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]) and `supports(s)` hold.
@@ -185,6 +185,7 @@ pub unsafe fn backward(
     dy: &[f32],
     dx: Option<&mut [f32]>,
     dw: &mut [f32],
+    db: Option<&mut [f32]>,
     scratch: &mut [f32],
     accumulate: bool,
 ) {
@@ -197,15 +198,20 @@ pub unsafe fn backward(
     let dyp = &mut rest[..d.padded_len()];
     let (ho, wo, wp) = (s.out_h(), s.out_w(), g.wp);
     let dyq_len = g.blocks() * LANES;
+    let mut db = db.map(|db| &mut db[..s.c_out]);
+    if !accumulate {
+        if let Some(db) = db.as_deref_mut() {
+            db.fill(0.0);
+        }
+    }
     for i in 0..n {
         pad_planes(&x[i * s.in_len()..], s.c_in, s.h, s.w, s.pad, s.pad, &mut xps[i * g.padded_len()..]);
-        // dyq[f]: dy's rows at stride wp, zeros in the wp - wo extra columns
         let dyi = &dy[i * s.out_len()..(i + 1) * s.out_len()];
         let dyq = &mut dyqs[i * s.c_out * dyq_len..(i + 1) * s.c_out * dyq_len];
-        dyq.fill(0.0);
-        for (src, dst) in dyi.chunks_exact(ho * wo).zip(dyq.chunks_exact_mut(dyq_len)) {
-            for (srow, drow) in src.chunks_exact(wo).zip(dst.chunks_mut(wp)) {
-                drow[..wo].copy_from_slice(srow);
+        for (f, (src, dst)) in dyi.chunks_exact(ho * wo).zip(dyq.chunks_exact_mut(dyq_len)).enumerate() {
+            let sum = spread_rows(src, ho, wo, wp, dst);
+            if let Some(db) = db.as_deref_mut() {
+                db[f] += sum;
             }
         }
     }
@@ -341,6 +347,37 @@ unsafe fn correlate_block<const FB: usize>(
     *sums = acc;
 }
 
+/// Copy one plane `src[ho, wo]` to `dst` with rows `wp` apart, zeros in
+/// the `wp - wo` columns between them and after the last row up to the end
+/// of `dst`; return the plane's sum (the bias gradient's share), taken in
+/// the same pass in a fixed order.
+#[target_feature(enable = "avx512f")]
+fn spread_rows(src: &[f32], ho: usize, wo: usize, wp: usize, dst: &mut [f32]) -> f32 {
+    assert!(src.len() == ho * wo && dst.len() >= (ho - 1) * wp + wo);
+    let mut sum = _mm512_setzero_ps();
+    for r in 0..ho {
+        let (row, out) = (&src[r * wo..(r + 1) * wo], &mut dst[r * wp..]);
+        // this row's columns, then its gap (or the tail after the last row)
+        let end = if r + 1 < ho { wp } else { out.len() };
+        for x0 in (0..end).step_by(LANES) {
+            let m_out = lane_mask(end - x0);
+            let m_in = lane_mask(wo.saturating_sub(x0));
+            // SAFETY: the masks keep every access inside `row` and `out`.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(m_in, row.as_ptr().wrapping_add(x0));
+                sum = _mm512_add_ps(sum, v);
+                _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(x0), m_out, v);
+            }
+        }
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
+/// The first `min(k, 16)` lanes.
+fn lane_mask(k: usize) -> __mmask16 {
+    ((1u32 << k.min(LANES)) - 1) as __mmask16
+}
+
 /// `dw[f, c, tap] (+)= sum over the n images and q of dyq[f][q] *
 /// xp[c][q + off(tap)]`, for 3x3 kernels; `xps` holds n padded inputs,
 /// `dyqs` n blocks of `co` spread gradients.
@@ -351,13 +388,13 @@ unsafe fn weight_grad(g: &Corr, n: usize, xps: &[f32], dyqs: &[f32], dw: &mut [f
     assert!(dw.len() >= g.co * g.ci * 9);
     let mut f = 0;
     while f < g.co {
-        if f + 2 <= g.co {
-            weight_grad_tile::<2>(g, n, xps, dyqs, f, dw, accumulate);
-            f += 2;
-        } else {
-            weight_grad_tile::<1>(g, n, xps, dyqs, f, dw, accumulate);
-            f += 1;
+        let fb = (g.co - f).min(3);
+        match fb {
+            3 => weight_grad_tile::<3>(g, n, xps, dyqs, f, dw, accumulate),
+            2 => weight_grad_tile::<2>(g, n, xps, dyqs, f, dw, accumulate),
+            _ => weight_grad_tile::<1>(g, n, xps, dyqs, f, dw, accumulate),
         }
+        f += fb;
     }
 }
 
