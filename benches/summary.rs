@@ -27,78 +27,9 @@ mod report;
 use std::hint::black_box;
 use std::time::Instant;
 
+use common::timing::{est, median, run, Cfg, Est, Job};
 use common::{plan, Ceiling, Setup, StepWall, LOSS, PRESETS, REDUCTION, SGD};
 use report::{print_report, Report, Speeds, VALID};
-
-/// How long and how often to measure.
-struct Cfg {
-    warm_secs: f64,
-    block_secs: f64,
-    rounds: usize,
-}
-
-/// A measurement: `f(iters)` runs `iters` calls of the measured thing.
-struct Job<'a> {
-    f: Box<dyn FnMut(u64) + 'a>,
-    iters: u64,
-    /// Seconds per call, one entry per round.
-    secs: Vec<f64>,
-}
-
-impl<'a> Job<'a> {
-    fn new(f: impl FnMut(u64) + 'a) -> Self {
-        Job { f: Box::new(f), iters: 1, secs: Vec::new() }
-    }
-}
-
-/// Warm up and calibrate every job, then run the rounds.
-fn run(jobs: &mut [Job], cfg: &Cfg) {
-    for job in jobs.iter_mut() {
-        let t = Instant::now();
-        let mut calls = 0u64;
-        while calls < 2 || t.elapsed().as_secs_f64() < cfg.warm_secs {
-            (job.f)(1);
-            calls += 1;
-        }
-        let per_call = t.elapsed().as_secs_f64() / calls as f64;
-        job.iters = ((cfg.block_secs / per_call).round() as u64).max(1);
-    }
-    for round in 0..cfg.rounds {
-        eprint!("\rsummary: round {}/{}", round + 1, cfg.rounds);
-        for job in jobs.iter_mut() {
-            let t = Instant::now();
-            (job.f)(job.iters);
-            job.secs.push(t.elapsed().as_secs_f64() / job.iters as f64);
-        }
-    }
-    eprintln!();
-}
-
-/// The `q`-quantile of `v` (0 <= q <= 1), interpolating linearly.
-fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let at = q * (s.len() - 1) as f64;
-    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-    s[lo] + (s[hi] - s[lo]) * (at - lo as f64)
-}
-
-fn median(v: &[f64]) -> f64 {
-    quantile(v, 0.5)
-}
-
-/// A figure measured once per round: its median and its spread, half the
-/// interquartile range relative to the median.
-#[derive(Clone, Copy, Debug)]
-struct Est {
-    median: f64,
-    spread: f64,
-}
-
-fn est(v: &[f64]) -> Est {
-    let m = median(v);
-    Est { median: m, spread: (quantile(v, 0.75) - quantile(v, 0.25)) / 2.0 / m.abs() }
-}
 
 /// `12,345`.
 fn thousands(v: u64) -> String {

@@ -15,6 +15,8 @@
 
 #![allow(dead_code)] // each bench target uses its own part of this module
 
+pub mod timing;
+
 use std::ops::Range;
 use std::sync::Mutex;
 use std::time::Instant;

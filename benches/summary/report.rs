@@ -1,7 +1,8 @@
 //! The summary bench's Markdown report: the tables `main` fills in.
 
+use crate::common::timing::{est, median, Est};
 use crate::common::{describe, head_start, node_flops, node_params};
-use crate::{bytes, commit, est, first_line, median, thousands, Est, Replay};
+use crate::{bytes, commit, first_line, thousands, Replay};
 
 /// The speeds of one preset.
 pub struct Speeds {

@@ -18,13 +18,15 @@
 //!   convolution), written straight into `dx`: no col2im;
 //! - weight gradient: `dw[f, c, tap] = sum_q dyq[f][q] * xp[c][q + off(tap)]`
 //!   where `dyq` is `dy` spread to width `wp` with zeros in the extra
-//!   columns, summed over a chunk of images in registers and reduced once.
+//!   columns (the bias gradient is summed in the same pass): tiles of 3
+//!   filters x 9 taps (27 accumulators of 16-lane partial sums) run over
+//!   every image of the chunk in registers and are reduced once.
 //!
-//! Everything here is `unsafe` pointer arithmetic behind one safe entry per
-//! pass; each entry checks every slice length it relies on first. The
-//! callers in [`crate::conv`] use these kernels only when the CPU has
-//! AVX-512F ([`available`]) and the layer is a 3x3, stride-1 convolution
-//! with padding at most 2; everything else goes through im2col + SGEMM.
+//! The two entries, [`forward`] and [`backward`], are `unsafe` only because
+//! the CPU must have AVX-512F; each checks every slice length its pointer
+//! arithmetic relies on first. [`crate::conv`] calls them when the CPU has
+//! AVX-512F and [`supports`] the layer (3x3, stride 1, padding at most 2);
+//! everything else goes through im2col + SGEMM.
 
 use crate::conv::Conv2d;
 use std::arch::x86_64::*;
@@ -37,11 +39,6 @@ const SLACK: usize = LANES;
 /// The output planes of one register tile: 24 accumulators of the 32 zmm
 /// registers, leaving room for the input vector. Tiles are multiples of 4.
 const MAX_TILE: usize = 24;
-
-/// Whether this CPU can run the direct kernels (checked once by std).
-pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-}
 
 /// Whether `s` has the shape the direct kernels handle.
 pub fn supports(s: &Conv2d) -> bool {
@@ -138,7 +135,7 @@ fn pad_planes(src: &[f32], c: usize, h: usize, w: usize, py: usize, px: usize, d
 /// least [`forward_scratch_len`] floats.
 ///
 /// # Safety
-/// The CPU must support AVX-512F ([`available`]) and `supports(s)` hold.
+/// The CPU must support AVX-512F and `supports(s)` hold.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn forward(
     s: &Conv2d,
@@ -175,7 +172,7 @@ pub unsafe fn forward(
 /// [`backward_scratch_len`] floats.
 ///
 /// # Safety
-/// The CPU must support AVX-512F ([`available`]) and `supports(s)` hold.
+/// The CPU must support AVX-512F and `supports(s)` hold.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn backward(
     s: &Conv2d,

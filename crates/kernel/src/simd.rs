@@ -4,11 +4,9 @@
 //! public function picks the AVX-512 one when [`avx512`] says the CPU can
 //! run it.
 
-/// Whether the CPU has AVX-512 F, BW, VL and DQ (std caches the answer).
+/// Whether the CPU has AVX-512F, all the AVX-512 kernels use (std checks
+/// once and caches the answer).
 #[cfg(target_arch = "x86_64")]
 pub fn avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512dq")
 }
