@@ -9,18 +9,24 @@
 //!
 //! [`reference`] holds naive f64 versions of every forward kernel: the test
 //! oracle and the function finite differences are taken of.
+//!
+//! On x86-64 CPUs with AVX-512F the convolutions ([`direct`]), the 3x3/2 max
+//! pool ([`maxpool_avx512`]) and the dense layers ([`dense_avx512`]) run
+//! hand-written `std::arch` kernels, picked at run time by the public
+//! functions; every other CPU runs the portable code (im2col, matrixmultiply,
+//! scalar loops). Tests run both wherever they can.
 
 pub mod activation;
 pub mod conv;
 pub mod dense;
 #[cfg(target_arch = "x86_64")]
-mod dense_avx512;
+pub mod dense_avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod direct;
 pub mod gemm;
 pub mod loss;
 #[cfg(target_arch = "x86_64")]
-mod maxpool_avx512;
+pub mod maxpool_avx512;
 pub mod pool;
 pub mod reduce;
 pub mod reference;
