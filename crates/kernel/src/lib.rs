@@ -30,7 +30,7 @@ pub mod maxpool_avx512;
 pub mod pool;
 pub mod reduce;
 pub mod reference;
-mod simd;
+pub mod simd;
 
 pub use activation::{relu_backward, relu_forward};
 pub use conv::{

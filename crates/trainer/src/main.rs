@@ -165,6 +165,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         splits.dir.display(),
         out.display()
     );
+    println!("{}", engine_line());
     let outcome = train::run(&config, &out, &splits, resume)?;
     let last = outcome.rows.last().with_context(|| {
         format!("{}: no epoch was trained (--epochs {} are all done)", out.display(), config.epochs)
@@ -198,6 +199,7 @@ fn compare_command(args: CompareArgs) -> Result<()> {
         configs[0].epochs,
         root.display()
     );
+    println!("{}", engine_line());
     let mut outcomes = Vec::new();
     for config in &configs {
         let out = root.join(Path::new(&config.model).file_stem().unwrap_or_default());
@@ -245,4 +247,17 @@ fn compare_table(outcomes: &[(&RunConfig, train::Outcome)]) -> String {
         );
     }
     t
+}
+
+/// Threads and kernels of this run, e.g. "engine: 2 threads, AVX-512
+/// kernels".
+fn engine_line() -> String {
+    let kernels = if graph::simd::avx512() {
+        format!("AVX-512 kernels ({}=1 for the portable ones)", graph::simd::PORTABLE_ENV)
+    } else if graph::simd::portable_requested() {
+        format!("portable kernels ({} is set)", graph::simd::PORTABLE_ENV)
+    } else {
+        "portable kernels (this CPU has no AVX-512F)".to_string()
+    };
+    format!("engine: {} threads, {kernels}", rayon::current_num_threads())
 }
