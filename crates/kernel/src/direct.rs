@@ -6,9 +6,9 @@
 //! is `q + ky * wp + kx` for `q = y * wp + x`: a 1-D correlation over `q`
 //! with `kh * kw` fixed offsets. Sixteen consecutive `q` are therefore one
 //! unaligned vector load per tap, whatever the plane width, and a register
-//! tile of up to 24 output planes x 16 pixels does one load and up to 24
-//! FMAs (weights broadcast from memory) per tap: nothing is packed, and no
-//! `C*9`-times-larger im2col matrix is written or read. The `wp - wo`
+//! tile of 4 output planes x 96 pixels does 4 weight broadcasts, 6 loads
+//! and 24 FMAs per tap: nothing is packed, and no `C*9`-times-larger im2col
+//! matrix is written or read. The `wp - wo`
 //! columns at the end of each padded row are not output pixels; their lanes
 //! are computed and never stored (12% extra work at 16x16, 25% at 8x8).
 //!
@@ -36,9 +36,6 @@ const LANES: usize = 16;
 /// Zeros after the last padded plane, so that a vector load starting at the
 /// last output pixel of the last channel stays inside the buffer.
 const SLACK: usize = LANES;
-/// The output planes of one register tile: 24 accumulators of the 32 zmm
-/// registers, leaving room for the input vector. Tiles are multiples of 4.
-const MAX_TILE: usize = 24;
 
 /// Whether `s` has the shape the direct kernels handle.
 pub fn supports(s: &Conv2d) -> bool {
@@ -79,6 +76,11 @@ impl Corr {
     fn blocks(&self) -> usize {
         self.q_len().div_ceil(LANES)
     }
+    /// Floats of one spread gradient plane (see [`spread_rows`]): whole
+    /// rows of `wp`, rounded up to whole vectors.
+    fn dyq_len(&self) -> usize {
+        (self.ho() * self.wp).next_multiple_of(LANES)
+    }
     /// Output planes rounded up to whole tiles of 4.
     fn co_pad(&self) -> usize {
         self.co.next_multiple_of(4)
@@ -110,7 +112,7 @@ pub fn forward_scratch_len(s: &Conv2d) -> usize {
 /// Scratch floats [`backward`] needs for `n` images.
 pub fn backward_scratch_len(s: &Conv2d, n: usize) -> usize {
     let (g, d) = (forward_corr(s), input_grad_corr(s));
-    let dyq = s.c_out * g.blocks() * LANES;
+    let dyq = s.c_out * g.dyq_len();
     d.taps_len() + n * (g.padded_len() + dyq) + d.padded_len()
 }
 
@@ -191,10 +193,10 @@ pub unsafe fn backward(
     assert!(w.len() >= s.weight_len() && dw.len() >= s.weight_len(), "conv direct: w or dw too short");
     let (taps, rest) = scratch.split_at_mut(d.taps_len());
     let (xps, rest) = rest.split_at_mut(n * g.padded_len());
-    let (dyqs, rest) = rest.split_at_mut(n * s.c_out * g.blocks() * LANES);
+    let (dyqs, rest) = rest.split_at_mut(n * s.c_out * g.dyq_len());
     let dyp = &mut rest[..d.padded_len()];
     let (ho, wo, wp) = (s.out_h(), s.out_w(), g.wp);
-    let dyq_len = g.blocks() * LANES;
+    let dyq_len = g.dyq_len();
     let mut db = db.map(|db| &mut db[..s.c_out]);
     if !accumulate {
         if let Some(db) = db.as_deref_mut() {
@@ -235,108 +237,141 @@ pub unsafe fn backward(
 
 /// `out[co, ho, wo] = correlation of xp (padded, see [`Corr`]) with the
 /// weight table `taps[ci * kh * kw, co_pad]`, plus `bias`.
+///
+/// Register tiles of [`TILE_F`] output planes x up to [`TILE_Q`] vector
+/// blocks of pixels; the pixel groups are the outer loop, so a group's
+/// input stays in L1 while every filter tile reads it.
 unsafe fn correlate(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     assert!(xp.len() >= g.padded_len() && taps.len() >= g.taps_len() && out.len() >= g.co * g.ho() * g.wo());
+    assert!(bias.is_none_or(|b| b.len() >= g.co));
     let mut offs = [0usize; 9];
     for (t, o) in offs.iter_mut().enumerate().take(g.kh * g.kw) {
         *o = t / g.kw * g.wp + t % g.kw;
     }
     let offs = &offs[..g.kh * g.kw];
-    let mut f0 = 0;
-    while f0 < g.co {
-        let fb = (g.co_pad() - f0).min(MAX_TILE);
-        match fb {
-            4 => correlate_tile::<4>(g, offs, xp, taps, f0, bias, out),
-            8 => correlate_tile::<8>(g, offs, xp, taps, f0, bias, out),
-            12 => correlate_tile::<12>(g, offs, xp, taps, f0, bias, out),
-            16 => correlate_tile::<16>(g, offs, xp, taps, f0, bias, out),
-            20 => correlate_tile::<20>(g, offs, xp, taps, f0, bias, out),
-            _ => correlate_tile::<24>(g, offs, xp, taps, f0, bias, out),
+    let blocks = g.blocks();
+    let mut b0 = 0;
+    while b0 < blocks {
+        let qb = (blocks - b0).min(TILE_Q);
+        for f0 in (0..g.co).step_by(TILE_F) {
+            match qb {
+                6 => correlate_tile::<6>(g, offs, xp, taps, f0, b0, bias, out),
+                5 => correlate_tile::<5>(g, offs, xp, taps, f0, b0, bias, out),
+                4 => correlate_tile::<4>(g, offs, xp, taps, f0, b0, bias, out),
+                3 => correlate_tile::<3>(g, offs, xp, taps, f0, b0, bias, out),
+                2 => correlate_tile::<2>(g, offs, xp, taps, f0, b0, bias, out),
+                _ => correlate_tile::<1>(g, offs, xp, taps, f0, b0, bias, out),
+            }
         }
-        f0 += fb;
+        b0 += qb;
     }
 }
 
-/// Output planes `f0..f0 + FB` (those below `co`) of [`correlate`].
+/// Output planes per register tile of [`correlate`].
+const TILE_F: usize = 4;
+/// Vector blocks of 16 pixels per register tile: 4 x 6 = 24 accumulators,
+/// and per tap 4 weight broadcasts and 6 input loads for 24 FMAs. (One
+/// block x 20 filters with the weights as memory operands, one load per
+/// FMA, ran into the load ports on a CPU with two FMA units.)
+const TILE_Q: usize = 6;
+
+/// Output planes `f0..f0 + 4` (those below `co`) at vector blocks
+/// `b0..b0 + QB` of [`correlate`].
 #[target_feature(enable = "avx512f")]
-unsafe fn correlate_tile<const FB: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn correlate_tile<const QB: usize>(
     g: &Corr,
     offs: &[usize],
     xp: &[f32],
     taps: &[f32],
     f0: usize,
+    b0: usize,
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let (cp, q_len) = (g.co_pad(), g.q_len());
-    let (ho, wo, wp) = (g.ho(), g.wo(), g.wp);
-    let mut init = [0.0f32; FB];
+    let mut init = [0.0f32; TILE_F];
     if let Some(b) = bias {
         for (j, v) in init.iter_mut().enumerate() {
             *v = if f0 + j < g.co { b[f0 + j] } else { 0.0 };
         }
     }
-    let taps = &taps[f0..];
-    let out = out.as_mut_ptr();
-    let mut acc = [_mm512_setzero_ps(); FB];
-    // the stores below index the tile with a run-time bound, so the sums
-    // come from a function of their own: there the accumulators index
-    // with constants only, and LLVM keeps all FB in registers
-    for q0 in (0..q_len).step_by(LANES) {
-        correlate_block::<FB>(&xp[q0..], g, offs, taps, cp, &init, &mut acc);
-        // store the lanes that are output pixels, one row segment at a time
-        let q_end = (q0 + LANES).min(q_len);
-        let mut q = q0;
-        while q < q_end {
-            let (r, x) = (q / wp, q % wp);
-            if x >= wo {
-                q += wp - x;
-                continue;
-            }
-            let len = (wo - x).min(q_end - q);
-            let lane = q - q0;
-            let mask = (((1u32 << len) - 1) << lane) as __mmask16;
-            // lane `lane` of the vector lands on out[f, r, x]
-            let dst = out.wrapping_add(r * wo + x).wrapping_sub(lane);
-            for (j, a) in acc.iter().enumerate().take(g.co.saturating_sub(f0)) {
-                _mm512_mask_storeu_ps(dst.wrapping_add((f0 + j) * ho * wo), mask, *a);
-            }
-            q += len;
-        }
+    // the stores index the tile with a run-time bound, so the sums come
+    // from a function of their own: there the accumulators index with
+    // constants only, and LLVM keeps all of them in registers
+    let mut acc = [[_mm512_setzero_ps(); TILE_F]; QB];
+    correlate_block::<QB>(&xp[b0 * LANES..], g, offs, &taps[f0..], &init, &mut acc);
+    for (b, sums) in acc.iter().enumerate() {
+        store_block(g, sums, (b0 + b) * LANES, f0, out);
     }
 }
 
-/// One vector block of [`correlate_tile`]: `init[j] + sum over the ci
-/// planes and the taps of xp[c * plane + off] * taps[(c, tap), j]`, where
-/// `xp` points at the block's first pixel. Every load must lie inside the
-/// padded buffer (see [`Corr::padded_len`]).
+/// Store the lanes of one vector block starting at flat index `q0` that
+/// are output pixels, one row segment at a time, for planes `f0..f0 + 4`
+/// below `co`.
+#[target_feature(enable = "avx512f")]
+fn store_block(g: &Corr, sums: &[__m512; TILE_F], q0: usize, f0: usize, out: &mut [f32]) {
+    let (ho, wo, wp, q_len) = (g.ho(), g.wo(), g.wp, g.q_len());
+    let out = out.as_mut_ptr();
+    let q_end = (q0 + LANES).min(q_len);
+    let mut q = q0;
+    while q < q_end {
+        let (r, x) = (q / wp, q % wp);
+        if x >= wo {
+            q += wp - x;
+            continue;
+        }
+        let len = (wo - x).min(q_end - q);
+        let lane = q - q0;
+        let mask = (((1u32 << len) - 1) << lane) as __mmask16;
+        // lane `lane` of the vector lands on out[f, r, x]; the masked lanes
+        // are inside the output plane (the caller checked its length)
+        let dst = out.wrapping_add(r * wo + x).wrapping_sub(lane);
+        for (j, a) in sums.iter().enumerate().take(g.co.saturating_sub(f0)) {
+            // SAFETY: see above.
+            unsafe { _mm512_mask_storeu_ps(dst.wrapping_add((f0 + j) * ho * wo), mask, *a) };
+        }
+        q += len;
+    }
+}
+
+/// One register tile of [`correlate_tile`]: `sums[b][j] = init[j] + sum over
+/// the ci planes and the taps of xp[c * plane + off + 16 b] * taps[(c, tap),
+/// j]`, where `xp` points at the tile's first pixel. Every load must lie
+/// inside the padded buffer (see [`Corr::padded_len`]).
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
 #[allow(clippy::needless_range_loop)] // constant indices: see the comment inside
-unsafe fn correlate_block<const FB: usize>(
+unsafe fn correlate_block<const QB: usize>(
     xp: &[f32],
     g: &Corr,
     offs: &[usize],
     taps: &[f32],
-    cp: usize,
-    init: &[f32; FB],
-    sums: &mut [__m512; FB],
+    init: &[f32; TILE_F],
+    sums: &mut [[__m512; TILE_F]; QB],
 ) {
     // The sums live in a local array written to `sums` once at the end: an
     // array returned by value becomes the caller's memory, and LLVM then
     // stores every accumulator back after every FMA.
     let (xp, mut t) = (xp.as_ptr(), taps.as_ptr());
-    let (plane, ci) = (g.plane(), g.ci);
-    let mut acc = [_mm512_setzero_ps(); FB];
-    for j in 0..FB {
-        acc[j] = _mm512_set1_ps(init[j]);
+    let (plane, ci, cp) = (g.plane(), g.ci, g.co_pad());
+    let mut acc = [[_mm512_setzero_ps(); TILE_F]; QB];
+    for b in 0..QB {
+        for j in 0..TILE_F {
+            acc[b][j] = _mm512_set1_ps(init[j]);
+        }
     }
     for c in 0..ci {
         let base = xp.add(c * plane);
         for &o in offs {
-            let v = _mm512_loadu_ps(base.add(o));
-            for j in 0..FB {
-                acc[j] = _mm512_fmadd_ps(v, _mm512_set1_ps(*t.add(j)), acc[j]);
+            let mut wv = [_mm512_setzero_ps(); TILE_F];
+            for j in 0..TILE_F {
+                wv[j] = _mm512_set1_ps(*t.add(j));
+            }
+            for b in 0..QB {
+                let v = _mm512_loadu_ps(base.add(o + b * LANES));
+                for j in 0..TILE_F {
+                    acc[b][j] = _mm512_fmadd_ps(v, wv[j], acc[b][j]);
+                }
             }
             t = t.add(cp);
         }
@@ -345,27 +380,38 @@ unsafe fn correlate_block<const FB: usize>(
 }
 
 /// Copy one plane `src[ho, wo]` to `dst` with rows `wp` apart, zeros in
-/// the `wp - wo` columns between them and after the last row up to the end
-/// of `dst`; return the plane's sum (the bias gradient's share), taken in
-/// the same pass in a fixed order.
+/// the `wp - wo` columns after each row and after the last row up to the
+/// end of `dst` (at least `ho * wp` floats); return the plane's sum (the
+/// bias gradient's share), taken in the same pass in a fixed order.
 #[target_feature(enable = "avx512f")]
 fn spread_rows(src: &[f32], ho: usize, wo: usize, wp: usize, dst: &mut [f32]) -> f32 {
-    assert!(src.len() == ho * wo && dst.len() >= (ho - 1) * wp + wo);
-    let mut sum = _mm512_setzero_ps();
+    assert!(src.len() == ho * wo && dst.len() >= ho * wp && wp >= wo);
+    let zero = _mm512_setzero_ps();
+    let (body, tail) = dst.split_at_mut(ho * wp);
+    for chunk in tail.chunks_mut(LANES) {
+        // SAFETY: the mask covers exactly `chunk`.
+        unsafe { _mm512_mask_storeu_ps(chunk.as_mut_ptr(), lane_mask(chunk.len()), zero) };
+    }
+    // Every row has the same vector steps: whole vectors of the row, then
+    // its last part and the gap, then gap only. One running sum per row
+    // (in a register: an array of sums indexed at run time would live on
+    // the stack and chain every add through a store and a load).
+    let steps = wp.div_ceil(LANES);
+    let mut sum = zero;
     for r in 0..ho {
-        let (row, out) = (&src[r * wo..(r + 1) * wo], &mut dst[r * wp..]);
-        // this row's columns, then its gap (or the tail after the last row)
-        let end = if r + 1 < ho { wp } else { out.len() };
-        for x0 in (0..end).step_by(LANES) {
-            let m_out = lane_mask(end - x0);
-            let m_in = lane_mask(wo.saturating_sub(x0));
+        let (row, out) = (&src[r * wo..(r + 1) * wo], &mut body[r * wp..(r + 1) * wp]);
+        let mut row_sum = zero;
+        for k in 0..steps {
+            let x0 = k * LANES;
+            let (m_in, m_out) = (lane_mask(wo.saturating_sub(x0)), lane_mask(wp - x0));
             // SAFETY: the masks keep every access inside `row` and `out`.
             unsafe {
                 let v = _mm512_maskz_loadu_ps(m_in, row.as_ptr().wrapping_add(x0));
-                sum = _mm512_add_ps(sum, v);
+                row_sum = _mm512_add_ps(row_sum, v);
                 _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(x0), m_out, v);
             }
         }
+        sum = _mm512_add_ps(sum, row_sum);
     }
     _mm512_reduce_add_ps(sum)
 }
@@ -379,7 +425,7 @@ fn lane_mask(k: usize) -> __mmask16 {
 /// xp[c][q + off(tap)]`, for 3x3 kernels; `xps` holds n padded inputs,
 /// `dyqs` n blocks of `co` spread gradients.
 unsafe fn weight_grad(g: &Corr, n: usize, xps: &[f32], dyqs: &[f32], dw: &mut [f32], accumulate: bool) {
-    let dyq_len = g.blocks() * LANES;
+    let dyq_len = g.dyq_len();
     assert!(g.kh == 3 && g.kw == 3);
     assert!(xps.len() >= n * g.padded_len() && dyqs.len() >= n * g.co * dyq_len);
     assert!(dw.len() >= g.co * g.ci * 9);
@@ -407,8 +453,7 @@ unsafe fn weight_grad_tile<const FB: usize>(
     dw: &mut [f32],
     accumulate: bool,
 ) {
-    let (plane, wp, blocks) = (g.plane(), g.wp, g.blocks());
-    let dyq_len = blocks * LANES;
+    let (plane, wp, blocks, dyq_len) = (g.plane(), g.wp, g.blocks(), g.dyq_len());
     let offs = [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2];
     for c in 0..g.ci {
         let mut acc = [[_mm512_setzero_ps(); 9]; FB];
