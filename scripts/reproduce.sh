@@ -7,9 +7,12 @@
 #   DOCS=1 scripts/reproduce.sh       # also copy the figures into docs/ under the names results.md uses
 #   THREADS=2 scripts/reproduce.sh    # worker threads (default: every core)
 #   QUICK=1 scripts/reproduce.sh      # a smoke test of the script: 2 epochs on 1,000 / 300 images
+#   GAPNET_PORTABLE=1 scripts/reproduce.sh   # the portable kernels: docs/results.md's numbers bit for bit
+#                                            # (the AVX-512 kernels round differently)
 #
-# Long: about 1.5 hours on this project's 2-core machine with the defaults
-# (the wide-gap preset is ~5x the work of the seed presets). Not part of
+# Long: about 1.5 hours on this project's 2-core machine with the defaults,
+# measured with the portable kernels (the AVX-512 kernels train the seed
+# presets about twice as fast; the wide-gap preset is ~5x their work). Not part of
 # the tests. Every command is echoed and appended to OUT/commands.txt, its
 # output to OUT/log.txt; OUT/tables.md collects the numbers results.md
 # quotes. Training is deterministic: the same commands give the same
