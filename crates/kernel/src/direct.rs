@@ -118,17 +118,45 @@ pub fn backward_scratch_len(s: &Conv2d, n: usize) -> usize {
 
 /// Copy `src[c, h, w]` into `dst[c, h + 2*py, w + 2*px]` with zero borders,
 /// and zero the slack after it.
+#[target_feature(enable = "avx512f")]
 fn pad_planes(src: &[f32], c: usize, h: usize, w: usize, py: usize, px: usize, dst: &mut [f32]) {
     let (hp, wp) = (h + 2 * py, w + 2 * px);
+    let (src, dst) = (&src[..c * h * w], &mut dst[..c * hp * wp + SLACK]);
+    let zero = _mm512_setzero_ps();
+    // Vector steps along a padded row: the lanes to store, and the lanes
+    // that come from the source row (the rest are padding). Every row has
+    // the same steps, so there is no call per row (a `fill` of one float
+    // per row edge was a `memset` call, which cost more than the copy).
+    let steps = wp.div_ceil(LANES);
+    let step_masks = |k: usize| -> (__mmask16, __mmask16) {
+        let x0 = k * LANES;
+        let store = lane_mask(wp - x0);
+        // lanes l with px <= x0 + l < px + w
+        let from = px.saturating_sub(x0).min(LANES);
+        let to = (px + w).saturating_sub(x0).min(LANES);
+        (store, lane_mask(to) & !lane_mask(from))
+    };
     let (planes, slack) = dst.split_at_mut(c * hp * wp);
-    slack[..SLACK].fill(0.0);
-    for (s, d) in src[..c * h * w].chunks_exact(h * w).zip(planes.chunks_exact_mut(hp * wp)) {
-        d[..py * wp].fill(0.0);
-        d[(py + h) * wp..].fill(0.0);
-        for (srow, drow) in s.chunks_exact(w).zip(d[py * wp..].chunks_exact_mut(wp)) {
-            drow[..px].fill(0.0);
-            drow[px..px + w].copy_from_slice(srow);
-            drow[px + w..].fill(0.0);
+    // SAFETY: `slack` holds SLACK = 16 floats.
+    unsafe { _mm512_storeu_ps(slack.as_mut_ptr(), zero) };
+    for (sp, dp) in src.chunks_exact(h * w).zip(planes.chunks_exact_mut(hp * wp)) {
+        for (r, drow) in dp.chunks_exact_mut(wp).enumerate() {
+            let inside = r >= py && r < py + h;
+            for k in 0..steps {
+                let (store, load) = step_masks(k);
+                let x0 = k * LANES;
+                // SAFETY: `store` keeps the store inside `drow`; `load` keeps
+                // the load inside source row r - py (columns 0..w).
+                unsafe {
+                    let v = if inside {
+                        let srow = sp.as_ptr().add((r - py) * w);
+                        _mm512_maskz_loadu_ps(load, srow.wrapping_add(x0).wrapping_sub(px))
+                    } else {
+                        zero
+                    };
+                    _mm512_mask_storeu_ps(drow.as_mut_ptr().wrapping_add(x0), store, v);
+                }
+            }
         }
     }
 }
@@ -310,14 +338,16 @@ unsafe fn correlate_tile<const QB: usize>(
 /// below `co`.
 #[target_feature(enable = "avx512f")]
 fn store_block(g: &Corr, sums: &[__m512; TILE_F], q0: usize, f0: usize, out: &mut [f32]) {
-    let (ho, wo, wp, q_len) = (g.ho(), g.wo(), g.wp, g.q_len());
-    let out = out.as_mut_ptr();
+    let (plane, wo, wp, q_len) = (g.ho() * g.wo(), g.wo(), g.wp, g.q_len());
+    let planes = TILE_F.min(g.co - f0);
+    let out = out.as_mut_ptr().wrapping_add(f0 * plane);
     let q_end = (q0 + LANES).min(q_len);
-    let mut q = q0;
+    // one division per block; then walk the row segments
+    let (mut q, mut r, mut x) = (q0, q0 / wp, q0 % wp);
     while q < q_end {
-        let (r, x) = (q / wp, q % wp);
         if x >= wo {
             q += wp - x;
+            (r, x) = (r + 1, 0);
             continue;
         }
         let len = (wo - x).min(q_end - q);
@@ -326,11 +356,20 @@ fn store_block(g: &Corr, sums: &[__m512; TILE_F], q0: usize, f0: usize, out: &mu
         // lane `lane` of the vector lands on out[f, r, x]; the masked lanes
         // are inside the output plane (the caller checked its length)
         let dst = out.wrapping_add(r * wo + x).wrapping_sub(lane);
-        for (j, a) in sums.iter().enumerate().take(g.co.saturating_sub(f0)) {
-            // SAFETY: see above.
-            unsafe { _mm512_mask_storeu_ps(dst.wrapping_add((f0 + j) * ho * wo), mask, *a) };
+        // SAFETY: see above.
+        unsafe {
+            if planes == TILE_F {
+                for (j, a) in sums.iter().enumerate() {
+                    _mm512_mask_storeu_ps(dst.wrapping_add(j * plane), mask, *a);
+                }
+            } else {
+                for (j, a) in sums.iter().enumerate().take(planes) {
+                    _mm512_mask_storeu_ps(dst.wrapping_add(j * plane), mask, *a);
+                }
+            }
         }
         q += len;
+        x += len;
     }
 }
 
