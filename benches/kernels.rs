@@ -20,10 +20,14 @@ use graph::Op;
 use kernel::gemm::{sgemm, Mat};
 use kernel::{
     conv2d_backward_via, conv2d_forward_via, dense_backward, dense_backward_portable, dense_forward,
-    dense_forward_portable, maxpool_forward, maxpool_forward_portable, ConvPath,
+    dense_forward_portable, maxpool_forward, maxpool_forward_portable, ConvPath, Dense,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+type DenseForward = fn(&Dense, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]);
+type DenseBackward =
+    fn(&Dense, usize, &[f32], &[f32], &[f32], Option<&mut [f32]>, &mut [f32], Option<&mut [f32]>, bool);
 
 /// Images per call: one lane's chunk at batch 64.
 const CHUNK: usize = 8;
@@ -150,12 +154,18 @@ fn main() {
                             jobs.push(Job::new(move |iters| {
                                 for _ in 0..iters {
                                     let b = Some(&bias[..]);
-                                    match (pass, portable) {
-                                        ("forward", true) => {
-                                            dense_forward_portable(&s, CHUNK, &x, &w, b, &mut y)
-                                        }
-                                        ("forward", false) => dense_forward(&s, CHUNK, &x, &w, b, &mut y),
-                                        (_, true) => dense_backward_portable(
+                                    let (fwd, bwd) = if portable {
+                                        (
+                                            dense_forward_portable as DenseForward,
+                                            dense_backward_portable as DenseBackward,
+                                        )
+                                    } else {
+                                        (dense_forward as DenseForward, dense_backward as DenseBackward)
+                                    };
+                                    if pass == "forward" {
+                                        fwd(&s, CHUNK, &x, &w, b, &mut y);
+                                    } else {
+                                        bwd(
                                             &s,
                                             CHUNK,
                                             &x,
@@ -165,18 +175,7 @@ fn main() {
                                             &mut dw,
                                             Some(&mut db),
                                             false,
-                                        ),
-                                        (_, false) => dense_backward(
-                                            &s,
-                                            CHUNK,
-                                            &x,
-                                            &w,
-                                            &dy,
-                                            Some(&mut dx),
-                                            &mut dw,
-                                            Some(&mut db),
-                                            false,
-                                        ),
+                                        );
                                     }
                                     black_box((&y, &dx, &dw));
                                 }

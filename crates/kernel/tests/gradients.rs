@@ -47,21 +47,12 @@ fn conv2d_backward_matches_finite_differences() {
             let mut dx = vec![f32::NAN; n * s.in_len()];
             let mut dw = vec![f32::NAN; s.weight_len()];
             let mut db = vec![f32::NAN; s.c_out];
-            let mut cols = vec![f32::NAN; s.scratch_len(n)];
-            let db_arg = case.bias.then_some(&mut db[..]);
-            kernel::conv2d_backward_via(
-                path,
-                &s,
-                n,
-                &x,
-                &w,
-                &r,
-                Some(&mut dx),
-                &mut dw,
-                db_arg,
-                &mut cols,
-                false,
-            );
+            let mut scratch = vec![f32::NAN; s.scratch_len(n)];
+            let mut backward =
+                |dx: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>, accumulate| {
+                    kernel::conv2d_backward_via(path, &s, n, &x, &w, &r, dx, dw, db, &mut scratch, accumulate)
+                };
+            backward(Some(&mut dx), &mut dw, case.bias.then_some(&mut db[..]), false);
 
             worst_dx = worst_dx.max(check_grad(&format!("{what} {path:?} dx"), &dx, &num_dx));
             worst_dw = worst_dw.max(check_grad(&format!("{what} {path:?} dw"), &dw, &num_dw));
@@ -71,7 +62,7 @@ fn conv2d_backward_matches_finite_differences() {
 
             // dx = None, db = None: dw is the same computation, bit for bit
             let mut dw_only = vec![f32::NAN; s.weight_len()];
-            kernel::conv2d_backward_via(path, &s, n, &x, &w, &r, None, &mut dw_only, None, &mut cols, false);
+            backward(None, &mut dw_only, None, false);
             for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{what} {path:?}: dw[{i}] differs without dx/db");
             }
@@ -81,19 +72,7 @@ fn conv2d_backward_matches_finite_differences() {
             let db0 = rand_vec(&mut rng, s.c_out);
             let mut dw_acc = dw0.clone();
             let mut db_acc = db0.clone();
-            kernel::conv2d_backward_via(
-                path,
-                &s,
-                n,
-                &x,
-                &w,
-                &r,
-                None,
-                &mut dw_acc,
-                Some(&mut db_acc),
-                &mut cols,
-                true,
-            );
+            backward(None, &mut dw_acc, Some(&mut db_acc), true);
             let sum = |base: &[f32], g: &[f32]| -> Vec<f64> {
                 base.iter().zip(g).map(|(a, b)| *a as f64 + *b as f64).collect()
             };
