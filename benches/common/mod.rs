@@ -7,7 +7,7 @@
 //! is cut into `min(LANES, max_batch)` contiguous lanes (`graph::lane_range`);
 //! rayon runs the lanes; each lane walks its images in chunks of
 //! `min(ceil(max_batch / LANES), MAX_CHUNK)` images through single-threaded
-//! kernels, with its own activations, im2col scratch and gradient arena; the
+//! kernels, with its own activations, convolution scratch and gradient arena; the
 //! lanes' gradients are then summed in lane order. `Replica` does the same,
 //! node by node. `Replica::check` proves the copy faithful: its gradients
 //! and loss must equal `Plan::forward_backward`'s bit for bit, otherwise the

@@ -44,7 +44,8 @@ impl Plan {
 pub fn footprint_bytes(spec: &ModelSpec, input: Shape, max_batch: usize) -> u128 {
     let (mut c, mut h, mut w) = (input.c as u128, input.h as u128, input.w as u128);
     // Floats per arena: parameters; activations (and their gradients) and
-    // max-pool indices per image; im2col scratch per chunk of images.
+    // max-pool indices per image; convolution scratch (im2col or the direct
+    // kernels' padded planes) per chunk of images.
     let (mut params, mut acts, mut argmax, mut cols) = (0u128, 0u128, 0u128, 0u128);
     for layer in &spec.layers {
         match *layer {
@@ -56,7 +57,18 @@ pub fn footprint_bytes(spec: &ModelSpec, input: Shape, max_batch: usize) -> u128
                 if bias {
                     params = params.saturating_add(f);
                 }
-                cols = cols.max(c.saturating_mul(k).saturating_mul(k).saturating_mul(ho).saturating_mul(wo));
+                let im2col = c.saturating_mul(k).saturating_mul(k).saturating_mul(ho).saturating_mul(wo);
+                // the direct kernels' scratch, per image: the padded input,
+                // dy padded and spread (two planes of at most (h + 2p + k) x
+                // (w + 2p + k) per filter) and the weight table
+                let (hp, wp) = (h.saturating_add(2 * p + k), w.saturating_add(2 * p + k));
+                let direct = c
+                    .saturating_add(f.saturating_mul(2))
+                    .saturating_mul(hp)
+                    .saturating_mul(wp)
+                    .saturating_add(f.saturating_mul(k * k).saturating_mul(c.saturating_add(4)))
+                    .saturating_add(64);
+                cols = cols.max(im2col.max(direct));
                 (c, h, w) = (f, ho, wo);
             }
             LayerSpec::Relu => {}

@@ -6,7 +6,7 @@
 //! - `params`, `grads`, `velocity`: one flat arena each, carved into named
 //!   tensors (`conv1.weight`, `fc1.bias`, ...) in layer order;
 //! - one [`Lane`] per unit of parallel work: activations and their
-//!   gradients for `chunk` images, max-pool argmax indices, im2col scratch,
+//!   gradients for `chunk` images, max-pool argmax indices, convolution scratch,
 //!   softmax probabilities, and a private parameter-gradient arena.
 //!
 //! A batch of `n` images is split into `LANES` contiguous lanes by a rule
