@@ -192,7 +192,7 @@ fn main() {
     run(&mut jobs, &cfg);
 
     let ceiling: Vec<f64> = jobs[0].secs.iter().map(|s| 2.0 * 512f64.powi(3) / s / 1e9).collect();
-    let fast = kernel_avx512();
+    let fast = kernel::simd::avx512();
     println!("## AVX-512 kernels against the portable ones\n");
     println!(
         "{}, 1 thread, one lane's chunk of {CHUNK} images per call; the median of {} interleaved \
@@ -229,12 +229,6 @@ fn main() {
             pct(fast)
         );
     }
-}
-
-/// Whether the AVX-512 versions ran (else both columns are the portable code).
-fn kernel_avx512() -> bool {
-    let s = kernel::Conv2d { c_in: 1, h: 3, w: 3, c_out: 1, kh: 3, kw: 3, stride: 1, pad: 1 };
-    ConvPath::Direct.runs(&s)
 }
 
 /// The CPU's model name from `/proc/cpuinfo`, or "this CPU".

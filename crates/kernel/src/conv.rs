@@ -237,19 +237,9 @@ impl ConvPath {
     pub fn runs(self, s: &Conv2d) -> bool {
         match self {
             ConvPath::Im2col => true,
-            ConvPath::Direct => direct_available() && crate::direct::supports(s),
+            ConvPath::Direct => crate::simd::avx512() && s.direct_shape(),
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn direct_available() -> bool {
-    crate::simd::avx512()
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn direct_available() -> bool {
-    false
 }
 
 impl Conv2d {
@@ -257,14 +247,26 @@ impl Conv2d {
     /// `n` images, whichever path runs. It depends on the shape only, never
     /// on the CPU.
     pub fn scratch_len(&self, n: usize) -> usize {
-        let mut len = self.cols_len();
-        #[cfg(target_arch = "x86_64")]
-        if crate::direct::supports(self) {
-            len = len.max(crate::direct::forward_scratch_len(self));
-            len = len.max(crate::direct::backward_scratch_len(self, n));
+        self.cols_len().max(self.direct_scratch_len(n))
+    }
+
+    /// Whether the direct kernels handle this shape: 3x3, stride 1,
+    /// padding at most 2 (the input gradient pads `dy` by `2 - pad`).
+    pub fn direct_shape(&self) -> bool {
+        self.stride == 1 && self.kh == 3 && self.kw == 3 && self.pad <= 2
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn direct_scratch_len(&self, n: usize) -> usize {
+        if !self.direct_shape() {
+            return 0;
         }
-        let _ = n;
-        len
+        crate::direct::forward_scratch_len(self).max(crate::direct::backward_scratch_len(self, n))
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn direct_scratch_len(&self, _n: usize) -> usize {
+        0
     }
 }
 

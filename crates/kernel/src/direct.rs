@@ -25,8 +25,8 @@
 //! The two entries, [`forward`] and [`backward`], are `unsafe` only because
 //! the CPU must have AVX-512F; each checks every slice length its pointer
 //! arithmetic relies on first. [`crate::conv`] calls them when the CPU has
-//! AVX-512F and [`supports`] the layer (3x3, stride 1, padding at most 2);
-//! everything else goes through im2col + SGEMM.
+//! AVX-512F and the layer has a [`Conv2d::direct_shape`] (3x3, stride 1,
+//! padding at most 2); everything else goes through im2col + SGEMM.
 
 use crate::conv::Conv2d;
 use std::arch::x86_64::*;
@@ -37,11 +37,6 @@ const LANES: usize = 16;
 /// Zeros after the last padded plane, so that a vector load starting at the
 /// last output pixel of the last channel stays inside the buffer.
 const SLACK: usize = LANES;
-
-/// Whether `s` has the shape the direct kernels handle.
-pub fn supports(s: &Conv2d) -> bool {
-    s.stride == 1 && s.kh == 3 && s.kw == 3 && s.pad <= 2
-}
 
 /// A stride-1 correlation of `ci` zero-padded planes `hp x wp` with a
 /// `kh x kw` kernel into `co` planes `(hp - kh + 1) x (wp - kw + 1)`.
@@ -166,7 +161,7 @@ fn pad_planes(src: &[f32], c: usize, h: usize, w: usize, py: usize, px: usize, d
 /// least [`forward_scratch_len`] floats.
 ///
 /// # Safety
-/// The CPU must support AVX-512F and `supports(s)` hold.
+/// The CPU must support AVX-512F and `s.direct_shape()` hold.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn forward(
     s: &Conv2d,
@@ -203,7 +198,7 @@ pub unsafe fn forward(
 /// [`backward_scratch_len`] floats.
 ///
 /// # Safety
-/// The CPU must support AVX-512F and `supports(s)` hold.
+/// The CPU must support AVX-512F and `s.direct_shape()` hold.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn backward(
     s: &Conv2d,

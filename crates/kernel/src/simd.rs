@@ -3,6 +3,7 @@
 //! A kernel with an AVX-512 version keeps a portable one beside it; the
 //! public function picks the AVX-512 one when [`avx512`] says so.
 
+#[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
 
 /// The environment variable that turns the AVX-512 kernels off: set it to
@@ -18,6 +19,12 @@ pub const PORTABLE_ENV: &str = "GAPNET_PORTABLE";
 pub fn avx512() -> bool {
     static USE: OnceLock<bool> = OnceLock::new();
     *USE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f") && !portable_requested())
+}
+
+/// No AVX-512 kernels exist for other architectures.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn avx512() -> bool {
+    false
 }
 
 /// Whether [`PORTABLE_ENV`] asks for the portable kernels.
