@@ -38,7 +38,7 @@ pub const INPUT: Shape = Shape { c: 3, h: 32, w: 32 };
 /// The loss and reduction of the default (modern) recipe.
 pub const LOSS: Loss = Loss::CrossEntropy;
 pub const REDUCTION: Reduction = Reduction::Mean;
-pub const SGD: graph::Sgd = graph::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 };
+pub const SGD: graph::Sgd = graph::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4, clip_dense: false };
 
 /// A preset planned for batches of up to `batch` images (as the trainer
 /// plans it for its batch size), He-initialised with seed 1.

@@ -12,7 +12,7 @@ fn main() {
     plan.initialize(Init::He, 1);
     let x: Vec<f32> = (0..batch * 3072).map(|i| (i * 7919 % 1000) as f32 / 1000.0).collect();
     let y: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
-    let sgd = Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 };
+    let sgd = Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4, clip_dense: false };
     let t = Instant::now();
     for _ in 0..steps {
         plan.train_step(&x, &y, Loss::CrossEntropy, Reduction::Mean, &sgd);

@@ -4,9 +4,9 @@
 use std::ops::Range;
 
 use kernel::{
-    conv2d_backward, conv2d_forward, dense_backward, dense_forward, gap_backward, gap_forward,
-    maxpool_backward, maxpool_forward, reduce::sum_in_order, relu_backward, relu_forward,
-    softmax_loss_backward, softmax_loss_forward, Loss, LossSums,
+    conv2d_backward, conv2d_forward, dense_backward, dense_forward, dense_input_grad, gap_backward,
+    gap_forward, maxpool_backward, maxpool_forward, reduce::sum_in_order, relu_backward, relu_forward,
+    seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss, LossSums,
 };
 use rayon::prelude::*;
 
@@ -80,7 +80,11 @@ impl Plan {
                 let sums = softmax_loss_forward(loss, k, m, &lane.acts[last.clone()], ys, &mut lane.probs);
                 lane.sums.add(&sums);
                 softmax_loss_backward(loss, k, m, &lane.probs, ys, scale, &mut lane.dacts[last.clone()]);
-                backward_chunk(nodes, params, lane, xs, m, start != r.start);
+                let quirk = loss.has_seed_quirk();
+                if quirk {
+                    seed_quirk_weight_delta(k, m, &lane.probs, ys, scale, &mut lane.wdelta);
+                }
+                backward_chunk(nodes, params, lane, xs, m, start != r.start, quirk);
             }
         });
         let lanes = &self.lanes;
@@ -176,9 +180,20 @@ fn forward_chunk(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m: 
 
 /// Backward through every node for `m` images, from the logit gradients
 /// already in the last node's slot of `dacts`. Parameter gradients go to
-/// the lane's own arena: overwritten, or added to when `accumulate`.
-fn backward_chunk(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m: usize, accumulate: bool) {
-    let Lane { acts, dacts, argmax, cols, grads, .. } = lane;
+/// the lane's own arena: overwritten, or added to when `accumulate`. With
+/// `quirk`, the last (dense) node's weight gradient comes from the lane's
+/// `wdelta` instead (`Loss::SeedSquaredError`); its input gradient does not.
+fn backward_chunk(
+    nodes: &[Node],
+    params: &[f32],
+    lane: &mut Lane,
+    x: &[f32],
+    m: usize,
+    accumulate: bool,
+    quirk: bool,
+) {
+    let Lane { acts, dacts, argmax, cols, grads, wdelta, .. } = lane;
+    let last = nodes.len() - 1;
     for (i, node) in nodes.iter().enumerate().rev() {
         let (in_len, out_len) = (m * node.in_shape.len(), m * node.out_shape.len());
         let input: &[f32] = if i == 0 { x } else { &acts[nodes[i - 1].act.start..] };
@@ -199,6 +214,12 @@ fn backward_chunk(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m:
         match node.op {
             Op::Conv(s) => {
                 conv2d_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, cols, accumulate)
+            }
+            Op::Dense(s) if quirk && i == last => {
+                dense_backward(&s, m, input, w.unwrap(), wdelta, None, dw.unwrap(), db, accumulate);
+                if let Some(dx) = dx {
+                    dense_input_grad(&s, m, w.unwrap(), dy, dx);
+                }
             }
             Op::Dense(s) => dense_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, accumulate),
             Op::Relu => {

@@ -8,7 +8,8 @@
 //! - [`spec`]: layer specs and the presets (`seed-fc`, `seed-gap`, ...).
 //! - [`plan`]: shape inference, named parameter tensors, the arenas.
 //! - [`exec`]: forward, backward, evaluate, predict over lanes of images.
-//! - [`optim`]: SGD with momentum and weight decay.
+//! - [`optim`]: SGD with momentum and weight decay (and the original
+//!   engine's clipped dense step).
 //! - [`checkpoint`]: parameters and optimizer state as safetensors.
 //! - [`inspect`]: read-only health checks (dead ReLUs) and a memory bound.
 //! - [`probe`]: looking inside: per-node activations, logit gradients,
@@ -26,7 +27,7 @@ pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata}
 pub use exec::{lane_range, Reduction};
 pub use inspect::footprint_bytes;
 pub use kernel::{argmax, simd, Loss, LossSums};
-pub use optim::{sgd_update, Sgd};
+pub use optim::{clipped_lr, sgd_update, Sgd};
 pub use plan::{Init, Node, Op, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};
 pub use probe::{ClassMaps, Head, ProbeError, Trace};
 pub use spec::{preset, LayerSpec, ModelSpec, PRESETS};

@@ -135,7 +135,9 @@ pub struct Tensor {
 pub enum Init {
     /// He-normal: `N(0, 2 / fan_in)` for every weight.
     He,
-    /// The original engine: conv weights `N(0, sd = 1/9)`; dense He-normal.
+    /// The original engine: conv weights `N(0, sd = 1/9)`; hidden dense
+    /// layers `N(0, sd = sqrt(2 / fan_in) / 10)`, the output (last) dense
+    /// layer `N(0, sd = sqrt(2 / fan_in) / 100)`.
     Seed,
 }
 
@@ -146,6 +148,9 @@ pub(crate) struct Lane {
     pub(crate) argmax: Vec<u32>,
     pub(crate) cols: Vec<f32>,
     pub(crate) probs: Vec<f32>,
+    /// The output layer's weight-gradient delta when it is not the logit
+    /// gradient (the original engine's quirk, `Loss::SeedSquaredError`).
+    pub(crate) wdelta: Vec<f32>,
     pub(crate) grads: Vec<f32>,
     pub(crate) sums: LossSums,
 }
@@ -313,6 +318,7 @@ impl Plan {
                 argmax: vec![0; n_argmax],
                 cols: vec![0.0; n_cols],
                 probs: vec![0.0; classes * chunk],
+                wdelta: vec![0.0; classes * chunk],
                 grads: vec![0.0; n_params],
                 sums: LossSums::default(),
             })
@@ -338,16 +344,20 @@ impl Plan {
     /// `seed`, tensor by tensor in layer order; clears optimizer state.
     pub fn initialize(&mut self, init: Init, seed: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for node in &self.nodes {
+        let last = self.nodes.len() - 1;
+        for (i, node) in self.nodes.iter().enumerate() {
             if let Some(w) = &node.weight {
                 let (fan_in, is_conv) = match node.op {
                     Op::Conv(s) => (s.col_rows(), true),
                     Op::Dense(s) => (s.inputs, false),
                     _ => unreachable!("only conv and dense nodes have weights"),
                 };
+                let he = (2.0 / fan_in as f64).sqrt();
                 let sd = match init {
+                    Init::He => he,
                     Init::Seed if is_conv => 1.0 / 9.0,
-                    _ => (2.0 / fan_in as f64).sqrt(),
+                    Init::Seed if i == last => he / 100.0,
+                    Init::Seed => he / 10.0,
                 };
                 let normal = Normal::new(0.0, sd).expect("finite, positive standard deviation");
                 for v in &mut self.params[w.clone()] {

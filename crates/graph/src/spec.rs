@@ -96,8 +96,7 @@ impl ModelSpec {
         toml::to_string(self).expect("a spec always serialises")
     }
 
-    /// The same model without biases in its convolutions (the original
-    /// engine's convolutions have none).
+    /// The same model without biases in its convolutions.
     pub fn without_conv_bias(mut self) -> Self {
         for layer in &mut self.layers {
             if let LayerSpec::Conv { bias, .. } = layer {
@@ -105,6 +104,18 @@ impl ModelSpec {
             }
         }
         self
+    }
+
+    /// The same model without any bias, conv or dense (the original
+    /// engine's layers have none).
+    pub fn without_bias(self) -> Self {
+        let mut spec = self.without_conv_bias();
+        for layer in &mut spec.layers {
+            if let LayerSpec::Dense { bias, .. } = layer {
+                *bias = false;
+            }
+        }
+        spec
     }
 
     /// The same model with `classes` outputs in its last dense layer.

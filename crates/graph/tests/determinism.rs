@@ -47,11 +47,16 @@ fn seed_fc_modern_batch_64() {
         64,
         Loss::CrossEntropy,
         Reduction::Mean,
-        Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 },
+        Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4, clip_dense: false },
     );
 }
 
 #[test]
 fn seed_gap_seed_recipe_batch_200() {
-    check("seed-gap", 200, Loss::SquaredError, Reduction::Sum, Sgd::plain(0.01));
+    check("seed-gap", 200, Loss::SeedSquaredError, Reduction::Sum, Sgd::seed(0.01));
+}
+
+#[test]
+fn seed_fc_seed_recipe_batch_200() {
+    check("seed-fc", 200, Loss::SeedSquaredError, Reduction::Sum, Sgd::seed(0.01));
 }

@@ -45,7 +45,7 @@ fn seed_gap_separates_bars() {
     let (test_x, test_y) = bars(200, 2);
     let mut plan = Plan::new(&preset("seed-gap").unwrap(), Shape::new(3, SIDE, SIDE), 20).unwrap();
     plan.initialize(Init::He, 3);
-    let sgd = Sgd { lr: 0.05, momentum: 0.9, weight_decay: 0.0 };
+    let sgd = Sgd { lr: 0.05, momentum: 0.9, weight_decay: 0.0, clip_dense: false };
     let per = 3 * SIDE * SIDE;
     let mut first = None;
     let mut last = 0.0;

@@ -68,12 +68,13 @@ fn training_and_inference_allocate_nothing_after_warm_up() {
             let mut plan = Plan::new(&preset(name).unwrap(), Shape::new(3, 32, 32), 200).unwrap();
             let (x, y) = batch(200);
             let mut logits = vec![0.0f32; 200 * plan.classes()];
-            let sgd = Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4 };
+            let sgd = Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4, clip_dense: false };
             let run = |plan: &mut Plan, logits: &mut [f32]| {
                 for n in [200, 64, 7] {
                     let (x, y) = (&x[..n * 3072], &y[..n]);
                     plan.train_step(x, y, Loss::CrossEntropy, Reduction::Mean, &sgd);
                     plan.train_step(x, y, Loss::SquaredError, Reduction::Sum, &Sgd::plain(0.01));
+                    plan.train_step(x, y, Loss::SeedSquaredError, Reduction::Sum, &Sgd::seed(0.01));
                     plan.evaluate(x, y, Loss::CrossEntropy);
                     plan.predict(x, &mut logits[..n * 2]);
                 }

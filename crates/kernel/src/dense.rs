@@ -96,9 +96,29 @@ pub fn dense_backward_portable(
     sgemm(1.0, dym.t(), xm, beta, &mut dw[..s.weight_len()]);
     bias_grad(s, n, dy, db, accumulate);
     if let Some(dx) = dx {
-        let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
-        sgemm(1.0, dym, wm, 0.0, &mut dx[..n * s.inputs]);
+        dense_input_grad_portable(s, n, w, dy, dx);
     }
+}
+
+/// `dx[n, in] = dy x W` alone: the input gradient of [`dense_backward`],
+/// for a caller whose weight gradient comes from another delta (the
+/// original engine's output layer, [`crate::loss::seed_quirk_weight_delta`]).
+/// Same bits as the `dx` of [`dense_backward`].
+pub fn dense_input_grad(s: &Dense, n: usize, w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { crate::dense_avx512::input_grad(s, n, w, dy, dx) };
+        return;
+    }
+    dense_input_grad_portable(s, n, w, dy, dx)
+}
+
+/// [`dense_input_grad`] through `matrixmultiply`, on any CPU.
+pub fn dense_input_grad_portable(s: &Dense, n: usize, w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let dym = Mat::rows(&dy[..n * s.outputs], n, s.outputs);
+    let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
+    sgemm(1.0, dym, wm, 0.0, &mut dx[..n * s.inputs]);
 }
 
 /// `db (+)= column sums of dy[n, out]`, image by image.

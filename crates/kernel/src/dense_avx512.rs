@@ -96,8 +96,18 @@ pub unsafe fn backward(
             }
         }
     }
-    let Some(dx) = dx else { return };
-    let dx = &mut dx[..n * k];
+    if let Some(dx) = dx {
+        input_grad(s, n, w, dy, dx);
+    }
+}
+
+/// `dx[n, in] = dy x W`; see [`crate::dense::dense_input_grad`].
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+pub unsafe fn input_grad(s: &Dense, n: usize, w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let (k, o) = (s.inputs, s.outputs);
+    let (w, dy, dx) = (&w[..k * o], &dy[..n * o], &mut dx[..n * k]);
     let mut i0 = 0;
     while i0 < n {
         let mi = if n - i0 >= 8 { 8 } else { 1 };

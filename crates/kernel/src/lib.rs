@@ -37,8 +37,13 @@ pub use conv::{
     col2im, conv2d_backward, conv2d_backward_via, conv2d_forward, conv2d_forward_via, im2col, Conv2d,
     ConvPath,
 };
-pub use dense::{dense_backward, dense_backward_portable, dense_forward, dense_forward_portable, Dense};
-pub use loss::{argmax, softmax_loss_backward, softmax_loss_forward, Loss, LossSums};
+pub use dense::{
+    dense_backward, dense_backward_portable, dense_forward, dense_forward_portable, dense_input_grad,
+    dense_input_grad_portable, Dense,
+};
+pub use loss::{
+    argmax, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss, LossSums,
+};
 pub use pool::{
     gap_backward, gap_forward, maxpool_backward, maxpool_forward, maxpool_forward_portable, MaxPool2d,
 };

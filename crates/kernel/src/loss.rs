@@ -8,12 +8,31 @@
 //!
 //! Whatever the loss, the blog's "error" metric `sum_k (p_k - t_k)^2` and
 //! the number of correct predictions are reported beside it.
+//!
+//! [`Loss::SeedSquaredError`] is the squared error as the original engine
+//! trains it, with a quirk of its softmax layer: the output layer's *weight*
+//! gradient keeps only the last class's term of the Jacobian product
+//! ([`seed_quirk_weight_delta`]), while the gradient passed further down
+//! ([`softmax_loss_backward`]) is the full product. Only `--recipe seed`
+//! uses it.
 
 /// Which loss the top of the network uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loss {
     CrossEntropy,
     SquaredError,
+    /// [`Loss::SquaredError`] with the original engine's softmax-layer quirk
+    /// (see the module docs): same value, same logit gradient, but the
+    /// output layer's weight gradient comes from [`seed_quirk_weight_delta`].
+    SeedSquaredError,
+}
+
+impl Loss {
+    /// Whether the output layer's weight gradient uses
+    /// [`seed_quirk_weight_delta`] instead of the logit gradient.
+    pub fn has_seed_quirk(self) -> bool {
+        self == Loss::SeedSquaredError
+    }
 }
 
 /// Sums over a set of rows (not means): callers divide by their count.
@@ -72,7 +91,7 @@ pub fn softmax_loss_forward(
         sums.cross_entropy += ce;
         sums.loss += match loss {
             Loss::CrossEntropy => ce,
-            Loss::SquaredError => 0.5 * err,
+            Loss::SquaredError | Loss::SeedSquaredError => 0.5 * err,
         };
         if argmax(z) == label {
             sums.correct += 1;
@@ -101,13 +120,39 @@ pub fn softmax_loss_backward(
                     *dj = scale * e(j);
                 }
             }
-            Loss::SquaredError => {
+            Loss::SquaredError | Loss::SeedSquaredError => {
                 // dz_j = p_j * (e_j - sum_i e_i p_i): the softmax Jacobian
                 let dot: f32 = (0..k).map(|i| e(i) * p[i]).sum();
                 for (j, dj) in d.iter_mut().enumerate() {
                     *dj = scale * p[j] * (e(j) - dot);
                 }
             }
+        }
+    }
+}
+
+/// The original engine's delta for the output layer's weight gradient:
+/// only the last class's term of the Jacobian product,
+/// `delta_j = scale * e_last * J[j, last]` with `e = p - onehot` and
+/// `J[j, m] = p_j (delta_jm - p_m)`. With two classes this is exactly half
+/// of the true logit gradient (`p_0 + p_1 = 1` makes both terms equal); in
+/// general it is not proportional to it. A quirk reproduced on purpose for
+/// [`Loss::SeedSquaredError`]; the gradient passed down the network is
+/// still [`softmax_loss_backward`]'s full product.
+pub fn seed_quirk_weight_delta(
+    k: usize,
+    n: usize,
+    probs: &[f32],
+    labels: &[u32],
+    scale: f32,
+    delta: &mut [f32],
+) {
+    let last = k - 1;
+    for ((p, d), &label) in probs[..n * k].chunks_exact(k).zip(delta.chunks_exact_mut(k)).zip(labels) {
+        let e_last = p[last] - if label as usize == last { 1.0 } else { 0.0 };
+        for (j, dj) in d.iter_mut().enumerate() {
+            let jac = p[j] * (if j == last { 1.0 } else { 0.0 } - p[last]);
+            *dj = scale * (e_last * jac);
         }
     }
 }

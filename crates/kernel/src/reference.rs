@@ -89,7 +89,7 @@ pub fn softmax_loss(loss: Loss, z: &[f64], label: usize) -> f64 {
     let p = softmax(z);
     match loss {
         Loss::CrossEntropy => -p[label].ln(),
-        Loss::SquaredError => 0.5 * seed_error(z, label),
+        Loss::SquaredError | Loss::SeedSquaredError => 0.5 * seed_error(z, label),
     }
 }
 

@@ -39,7 +39,7 @@ pub enum Command {
 pub enum Recipe {
     /// Cross-entropy, SGD momentum 0.9, weight decay 5e-4, cosine schedule, He init, batch 64
     Modern,
-    /// The original engine: squared error on softmax, plain SGD lr 0.01, gradients summed over batch 200, N(0, 1/9) conv init, no conv bias
+    /// The original engine: squared error on softmax (with its softmax-layer weight-gradient quirk), plain SGD lr 0.01, gradients summed over batch 200, every dense step clipped to min(lr, 0.05*sqrt(2/outputs)/max|g|), no biases, conv init N(0, 1/9), dense N(0, sqrt(2/fan_in)/10) (output layer /100), pixels in [0,1]
     Seed,
 }
 

@@ -2,7 +2,9 @@
 //!
 //! - before every update: a non-finite loss or gradient (divergence);
 //! - after each epoch: a training loss stuck at chance, `ln k` for `k`
-//!   classes, for [`CHANCE_EPOCHS`] epochs in a row (a dead network);
+//!   classes, for [`CHANCE_EPOCHS`] epochs in a row without falling (a dead
+//!   network; the original engine's recipe climbs out of chance slowly, and
+//!   a loss that is still falling is not called dead);
 //! - on each epoch's first batch: a ReLU layer that output zero for every
 //!   image (dead units, which pass no gradient back).
 //!
@@ -43,6 +45,18 @@ pub fn at_chance(train_ce: f64, k: usize) -> bool {
 /// How many of the last rows in a row are at chance.
 pub fn chance_streak(rows: &[EpochRow], k: usize) -> usize {
     rows.iter().rev().take_while(|r| at_chance(r.train_ce, k)).count()
+}
+
+/// Whether the run has just become stuck: its last [`CHANCE_EPOCHS`] rows
+/// (and not one more) are at chance, and the training loss fell by less
+/// than 0.1% of `ln k` over them. True at most once per streak.
+pub fn stuck_at_chance(rows: &[EpochRow], k: usize) -> bool {
+    if chance_streak(rows, k) != CHANCE_EPOCHS {
+        return false;
+    }
+    let streak = &rows[rows.len() - CHANCE_EPOCHS..];
+    let fall = streak[0].train_ce - streak[CHANCE_EPOCHS - 1].train_ce;
+    fall < 0.001 * (k as f64).ln()
 }
 
 /// The dead ReLU layers of the last forward pass, each with the weighted
@@ -112,6 +126,7 @@ mod tests {
             test_acc: 0.5,
             seconds: 1.0,
             images_per_s: 1.0,
+            sample_seed_error: 0.5,
         }
     }
 
@@ -125,6 +140,12 @@ mod tests {
         assert_eq!(chance_streak(&rows, 2), 3);
         assert_eq!(chance_streak(&rows[..1], 2), 0);
         assert_eq!(chance_streak(&[], 2), 0);
+        // At chance but still falling (the seed recipe's slow start): not stuck.
+        assert!(stuck_at_chance(&rows, 2));
+        let falling = [row(1, 0.6931), row(2, 0.6930), row(3, 0.6918)];
+        assert_eq!(chance_streak(&falling, 2), 3);
+        assert!(!stuck_at_chance(&falling, 2));
+        assert!(!stuck_at_chance(&rows[..3], 2));
     }
 
     #[test]

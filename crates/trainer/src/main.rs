@@ -213,8 +213,14 @@ fn compare_command(args: CompareArgs) -> Result<()> {
         })?;
         outcomes.push((config, outcome));
     }
-    let series: Vec<plot::Series> =
-        outcomes.iter().map(|(c, o)| plot::Series { label: c.model.as_str(), rows: &o.rows }).collect();
+    let series: Vec<plot::Series> = outcomes
+        .iter()
+        .map(|(c, o)| plot::Series {
+            label: c.model.as_str(),
+            rows: &o.rows,
+            sample_error: c.recipe == cli::Recipe::Seed,
+        })
+        .collect();
     plot::plot_curves(&root.join(CURVES), &series)?;
     let table = compare_table(&outcomes);
     std::fs::write(root.join("summary.md"), &table)
@@ -227,21 +233,22 @@ fn compare_command(args: CompareArgs) -> Result<()> {
 /// The side-by-side table of a comparison, as Markdown.
 fn compare_table(outcomes: &[(&RunConfig, train::Outcome)]) -> String {
     let mut t = String::from(
-        "| model | params | test acc | best test acc | train CE | seed error | seconds | images/s |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| model | params | test acc | best test acc | train CE | seed error | sample error | seconds | images/s |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for (config, o) in outcomes {
         let last = o.rows.last().expect("every run trains at least one epoch");
         let seconds: f64 = o.rows.iter().map(|r| r.seconds).sum();
         let speed = o.rows.iter().map(|r| r.images_per_s).sum::<f64>() / o.rows.len() as f64;
         t += &format!(
-            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |\n",
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |\n",
             config.model,
             o.params,
             last.test_acc,
             o.best_test_acc(),
             last.train_ce,
             last.train_seed_error,
+            last.sample_seed_error,
             seconds,
             speed
         );

@@ -26,6 +26,16 @@ pub struct EpochRow {
     /// Training images per second (training only).
     #[serde(deserialize_with = "nan_if_null")]
     pub images_per_s: f64,
+    /// The blog's error as its author measured it: after the epoch, the mean
+    /// of sum_k (onehot_k - p_k)^2 over a fixed sample of min(1000, N)
+    /// training images drawn once from the run's seed, forward pass only, no
+    /// augmentation. NaN in rows written before this column existed.
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub sample_seed_error: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 use std::path::Path;
@@ -42,13 +52,14 @@ pub const CSV_FILE: &str = "metrics.csv";
 pub const JSONL_FILE: &str = "metrics.jsonl";
 
 /// The CSV header: the fields of [`EpochRow`] in order.
+/// New columns are appended, so scripts that read columns by position keep working.
 pub const CSV_HEADER: &str =
-    "epoch,lr,train_ce,train_seed_error,train_acc,test_ce,test_acc,seconds,images_per_s";
+    "epoch,lr,train_ce,train_seed_error,train_acc,test_ce,test_acc,seconds,images_per_s,sample_seed_error";
 
 impl EpochRow {
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             self.epoch,
             self.lr,
             self.train_ce,
@@ -57,7 +68,8 @@ impl EpochRow {
             self.test_ce,
             self.test_acc,
             self.seconds,
-            self.images_per_s
+            self.images_per_s,
+            self.sample_seed_error
         )
     }
 }
@@ -116,10 +128,29 @@ mod tests {
             test_acc: 0.5,
             seconds: 1.0,
             images_per_s: 100.0,
+            sample_seed_error: 0.3,
         };
         write_all(dir.path(), std::slice::from_ref(&row)).unwrap();
         let back = read_jsonl(&dir.path().join(JSONL_FILE)).unwrap();
         assert!(back[0].test_ce.is_nan());
         assert_eq!(EpochRow { test_ce: row.test_ce, ..back[0].clone() }, row);
+    }
+
+    #[test]
+    fn a_row_written_before_sample_seed_error_reads_back_with_nan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JSONL_FILE);
+        let old = r#"{"epoch":1,"lr":0.01,"train_ce":0.6,"train_seed_error":0.45,"train_acc":0.6,"test_ce":0.5,"test_acc":0.7,"seconds":2.0,"images_per_s":5000.0}"#;
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        let rows = read_jsonl(&path).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].sample_seed_error.is_nan());
+        assert_eq!(rows[0].train_seed_error, 0.45);
+        write_all(dir.path(), &rows).unwrap();
+        let csv = std::fs::read_to_string(dir.path().join(CSV_FILE)).unwrap();
+        assert_eq!(csv.lines().nth(1).unwrap().rsplit(',').next().unwrap(), "NaN");
+        assert!(csv.starts_with(
+            "epoch,lr,train_ce,train_seed_error,train_acc,test_ce,test_acc,seconds,images_per_s,"
+        ));
     }
 }

@@ -21,6 +21,8 @@ use crate::metrics::EpochRow;
 pub struct Series<'a> {
     pub label: &'a str,
     pub rows: &'a [EpochRow],
+    /// Also draw `sample_seed_error` (the seed recipe: the blog's own error).
+    pub sample_error: bool,
 }
 
 /// Size of the picture in pixels.
@@ -145,7 +147,8 @@ fn ranges(series: &[Series]) -> Ranges {
     let x = (lo as f64 - pad, hi as f64 + pad);
     let x_labels = (hi - lo + 1).clamp(3, 10);
 
-    let loss_fields: [fn(&EpochRow) -> f64; 2] = [|r| r.train_ce, |r| r.train_seed_error];
+    let loss_fields: [fn(&EpochRow) -> f64; 3] =
+        [|r| r.train_ce, |r| r.train_seed_error, |r| r.sample_seed_error];
     let loss_max = finite_max(series, &loss_fields).filter(|&m| m > 0.0).unwrap_or(1.0);
     let loss = (0.0, loss_max * 1.05);
 
@@ -188,6 +191,8 @@ struct Line {
     dashed: bool,
     alpha: f64,
     suffix: &'static str,
+    /// Drawn only for series with [`Series::sample_error`].
+    sample: bool,
 }
 
 fn render(rgb: &mut [u8], series: &[Series]) -> Result<()> {
@@ -197,18 +202,30 @@ fn render(rgb: &mut [u8], series: &[Series]) -> Result<()> {
     let (left, right) = root.split_horizontally(WIDTH / 2);
 
     let loss_lines = [
-        Line { value: |r| r.train_ce, dashed: false, alpha: 1.0, suffix: "CE" },
-        Line { value: |r| r.train_seed_error, dashed: true, alpha: 1.0, suffix: "error" },
+        Line { value: |r| r.train_ce, dashed: false, alpha: 1.0, suffix: "CE", sample: false },
+        Line { value: |r| r.train_seed_error, dashed: true, alpha: 1.0, suffix: "error", sample: false },
+        Line {
+            value: |r| r.sample_seed_error,
+            dashed: false,
+            alpha: 0.45,
+            suffix: "sample error",
+            sample: true,
+        },
     ];
     let acc_lines = [
-        Line { value: |r| r.train_acc, dashed: true, alpha: 0.6, suffix: "train acc" },
-        Line { value: |r| r.test_acc, dashed: false, alpha: 1.0, suffix: "test acc" },
+        Line { value: |r| r.train_acc, dashed: true, alpha: 0.6, suffix: "train acc", sample: false },
+        Line { value: |r| r.test_acc, dashed: false, alpha: 1.0, suffix: "test acc", sample: false },
     ];
+    let loss_desc = if series.iter().any(|s| s.sample_error) {
+        "train CE (solid), seed error (dashed), sample error (pale)"
+    } else {
+        "train CE (solid), seed error (dashed)"
+    };
     panel(
         &left,
         series,
         "loss / error",
-        "train CE (solid), seed error (dashed)",
+        loss_desc,
         &r,
         r.loss,
         &loss_lines,
@@ -269,6 +286,9 @@ fn panel(
     for (i, s) in series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         for (j, line) in lines.iter().enumerate() {
+            if line.sample && !s.sample_error {
+                continue;
+            }
             let pts = points(s.rows, line.value);
             let style = colour.mix(line.alpha).stroke_width(2);
             let drawn = if line.dashed {
@@ -288,7 +308,7 @@ fn panel(
         }
     }
     if !full_legend {
-        for line in lines {
+        for line in lines.iter().filter(|l| !l.sample || series.iter().any(|s| s.sample_error)) {
             let style = RGBColor(90, 90, 90).mix(line.alpha).stroke_width(2);
             chart
                 .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
@@ -344,6 +364,7 @@ mod tests {
                     test_acc: 1.0 - 0.88 / (1.0 + 0.2 * t * (1.0 + k)),
                     seconds: 10.0,
                     images_per_s: 5000.0,
+                    sample_seed_error: 0.5,
                 }
             })
             .collect()
@@ -380,7 +401,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("curves.png");
         let (a, b) = (rows(10, 0.0), rows(10, 0.5));
-        let series = [Series { label: "seed-fc", rows: &a }, Series { label: "seed-gap", rows: &b }];
+        let series = [
+            Series { label: "seed-fc", rows: &a, sample_error: false },
+            Series { label: "seed-gap", rows: &b, sample_error: false },
+        ];
         plot_curves(&path, &series).unwrap();
 
         let (w, h, buf, bpp) = decode(&path);
@@ -413,7 +437,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.png");
         let a = rows(5, 0.0);
-        plot_curves(&path, &[Series { label: "seed-fc", rows: &a }]).unwrap();
+        plot_curves(&path, &[Series { label: "seed-fc", rows: &a, sample_error: false }]).unwrap();
         let (_, _, buf, bpp) = decode(&path);
         let greys: Vec<u8> = buf
             .chunks_exact(bpp)
@@ -431,7 +455,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("one.png");
         let a = rows(1, 0.0);
-        plot_curves(&path, &[Series { label: "seed-gap", rows: &a }]).unwrap();
+        plot_curves(&path, &[Series { label: "seed-gap", rows: &a, sample_error: false }]).unwrap();
         let (w, h, buf, bpp) = decode(&path);
         assert_eq!((w, h), (WIDTH, HEIGHT));
         // The single points are drawn as markers.
@@ -453,8 +477,11 @@ mod tests {
             r.test_acc = f64::NAN;
         }
         let labels = ["a", "b", "c", "d", "e", "f"];
-        let series: Vec<Series> =
-            data.iter().zip(labels).map(|(rows, label)| Series { label, rows }).collect();
+        let series: Vec<Series> = data
+            .iter()
+            .zip(labels)
+            .map(|(rows, label)| Series { label, rows, sample_error: false })
+            .collect();
         plot_curves(&path, &series).unwrap();
         let (_, _, buf, bpp) = decode(&path);
         for c in &PALETTE[..5] {
@@ -468,9 +495,14 @@ mod tests {
         let path = dir.path().join("empty.png");
         assert!(plot_curves(&path, &[]).is_err());
         let a = rows(3, 0.0);
-        let err =
-            plot_curves(&path, &[Series { label: "ok", rows: &a }, Series { label: "none", rows: &[] }])
-                .unwrap_err();
+        let err = plot_curves(
+            &path,
+            &[
+                Series { label: "ok", rows: &a, sample_error: false },
+                Series { label: "none", rows: &[], sample_error: false },
+            ],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("none"), "{err}");
         assert!(!path.exists());
     }
@@ -480,13 +512,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no/such/dir/c.png");
         let a = rows(3, 0.0);
-        assert!(plot_curves(&path, &[Series { label: "x", rows: &a }]).is_err());
+        assert!(plot_curves(&path, &[Series { label: "x", rows: &a, sample_error: false }]).is_err());
     }
 
     #[test]
     fn plot_ranges() {
         let a = rows(10, 0.0);
-        let r = ranges(&[Series { label: "a", rows: &a }]);
+        let r = ranges(&[Series { label: "a", rows: &a, sample_error: false }]);
         assert_eq!(r.loss.0, 0.0);
         assert!(r.loss.1 >= a.iter().map(|r| r.train_ce).fold(0.0, f64::max));
         let min_acc = a.iter().map(|r| r.train_acc.min(r.test_acc)).fold(1.0, f64::min);
@@ -494,7 +526,7 @@ mod tests {
         assert!(r.acc.0 <= min_acc && min_acc - r.acc.0 < 0.1 + 1e-9, "{:?} {min_acc}", r.acc);
         assert!(r.x.0 < 1.0 && r.x.1 > 10.0);
         let one = rows(1, 0.0);
-        let r = ranges(&[Series { label: "a", rows: &one }]);
+        let r = ranges(&[Series { label: "a", rows: &one, sample_error: false }]);
         assert!(r.x.0 < 1.0 && r.x.1 > 1.0);
         assert_eq!(epoch_label(&3.0), "3");
         assert_eq!(epoch_label(&2.5), "");

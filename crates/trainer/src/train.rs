@@ -59,7 +59,18 @@ impl RunConfig {
     pub fn loss(&self) -> Loss {
         match self.recipe {
             Recipe::Modern => Loss::CrossEntropy,
-            Recipe::Seed => Loss::SquaredError,
+            Recipe::Seed => Loss::SeedSquaredError,
+        }
+    }
+    /// The optimiser for a 1-based epoch: SGD with the recipe's momentum and
+    /// weight decay; the seed recipe clips every dense step as the original
+    /// engine does ([`graph::clipped_lr`]).
+    pub fn sgd_at(&self, epoch: usize) -> Sgd {
+        Sgd {
+            lr: self.lr_at(epoch) as f32,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            clip_dense: self.recipe == Recipe::Seed,
         }
     }
     pub fn reduction(&self) -> Reduction {
@@ -112,7 +123,7 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
     let mut spec = resolve_model(model)?.with_classes(classes.len());
     let modern = args.recipe == Recipe::Modern;
     if !modern {
-        spec = spec.without_conv_bias();
+        spec = spec.without_bias();
     }
     // He-init FC heads die at lr 0.05 on this data (design notes, section 5).
     let gap_head = spec.layers.iter().any(|l| matches!(l, graph::LayerSpec::GlobalAvgPool));
@@ -258,10 +269,11 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
         );
     }
     let k = config.classes.len();
+    let error_sample = error_sample(train.len(), config.seed);
     let mut dead_reported: Vec<String> = Vec::new();
     for epoch in at.epoch + 1..=config.epochs {
         let lr = config.lr_at(epoch);
-        let sgd = Sgd { lr: lr as f32, momentum: config.momentum, weight_decay: config.weight_decay };
+        let sgd = config.sgd_at(epoch);
         let started = Instant::now();
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, epoch as u64)));
@@ -340,6 +352,7 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
             );
         }
         let (test_ce, test_acc) = evaluate(&mut plan, test, &norm, config.batch, &mut x, &mut y);
+        let sample = evaluate_on(&mut plan, train, &error_sample, &norm, config.batch, &mut x, &mut y);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -354,6 +367,7 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
             test_acc,
             seconds: secs_before + started.elapsed().as_secs_f64(),
             images_per_s: train.len() as f64 / train_secs,
+            sample_seed_error: sample.seed_error / error_sample.len() as f64,
         };
         // Batch preparation (u8 -> normalised, augmented f32) runs between
         // steps; its share of the training time is printed so it can be watched.
@@ -369,7 +383,7 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
         );
         rows.push(row);
         metrics::write_all(out, &rows)?;
-        if health::chance_streak(&rows, k) == health::CHANCE_EPOCHS {
+        if health::stuck_at_chance(&rows, k) {
             eprintln!(
                 "warning: {} epoch {epoch}: the training loss has stayed at chance ({:.4}, ln {k} = {:.4}) for \
                  {} epochs: the network is not learning (dead units?); try a lower --lr than {}",
@@ -385,7 +399,14 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
         if due || stop {
             checkpoint::write(&plan, out, &at, config, &norm)?;
             saved = Some(at);
-            plot::plot_curves(&out.join(CURVES), &[plot::Series { label: &config.model, rows: &rows }])?;
+            plot::plot_curves(
+                &out.join(CURVES),
+                &[plot::Series {
+                    label: &config.model,
+                    rows: &rows,
+                    sample_error: config.recipe == Recipe::Seed,
+                }],
+            )?;
         }
         if stop {
             let at = format!("the end of epoch {epoch}");
@@ -458,23 +479,55 @@ pub fn evaluate(
     x: &mut [f32],
     y: &mut [u32],
 ) -> (f64, f64) {
-    let mut sums = graph::LossSums::default();
     let all: Vec<usize> = (0..ds.len()).collect();
-    for idx in all.chunks(batch) {
-        let (xs, ys) = (&mut x[..idx.len() * ds.image_len()], &mut y[..idx.len()]);
-        fill_batch(ds, idx, norm, None, 0, 0, xs);
-        ys.copy_from_slice(&ds.labels[idx[0]..idx[0] + idx.len()]);
-        sums.add(&plan.evaluate(xs, ys, Loss::CrossEntropy));
-    }
+    let sums = evaluate_on(plan, ds, &all, norm, batch, x, y);
     let n = ds.len() as f64;
     (sums.cross_entropy / n, sums.correct as f64 / n)
 }
 
-/// One line per epoch, for logs and terminals alike.
+/// Loss sums of a forward pass over the images `idx` of `ds` (no
+/// augmentation), in batches of `batch` taken in the order of `idx`.
+pub fn evaluate_on(
+    plan: &mut Plan,
+    ds: &Dataset,
+    idx: &[usize],
+    norm: &Normalizer,
+    batch: usize,
+    x: &mut [f32],
+    y: &mut [u32],
+) -> graph::LossSums {
+    let mut sums = graph::LossSums::default();
+    for idx in idx.chunks(batch) {
+        let (xs, ys) = (&mut x[..idx.len() * ds.image_len()], &mut y[..idx.len()]);
+        fill_batch(ds, idx, norm, None, 0, 0, xs);
+        for (label, &i) in ys.iter_mut().zip(idx) {
+            *label = ds.labels[i];
+        }
+        sums.add(&plan.evaluate(xs, ys, Loss::CrossEntropy));
+    }
+    sums
+}
+
+/// Images in the sample the blog's error is measured on (`sample_seed_error`).
+pub const ERROR_SAMPLE: usize = 1000;
+
+/// The training images `sample_seed_error` is measured on after every
+/// epoch: min(1000, n) of them, drawn without replacement once from the
+/// run's seed (a stream of its own, apart from the epochs' shuffles), in
+/// index order.
+pub fn error_sample(n: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, u64::MAX));
+    let mut idx = rand::seq::index::sample(&mut rng, n, n.min(ERROR_SAMPLE)).into_vec();
+    idx.sort_unstable();
+    idx
+}
+
+/// One line per epoch, for logs and terminals alike. `sample err` is
+/// `sample_seed_error`, the blog's error as its author measured it.
 pub fn describe(model: &str, r: &EpochRow, epochs: usize) -> String {
     format!(
-        "{model} epoch {:>3}/{epochs}  lr {:.4}  train ce {:.4} err {:.4} acc {:.3}  test ce {:.4} acc {:.3}  {:.1}s {:.0} img/s",
-        r.epoch, r.lr, r.train_ce, r.train_seed_error, r.train_acc, r.test_ce, r.test_acc, r.seconds, r.images_per_s
+        "{model} epoch {:>3}/{epochs}  lr {:.4}  train ce {:.4} err {:.4} acc {:.3}  sample err {:.4}  test ce {:.4} acc {:.3}  {:.1}s {:.0} img/s",
+        r.epoch, r.lr, r.train_ce, r.train_seed_error, r.train_acc, r.sample_seed_error, r.test_ce, r.test_acc, r.seconds, r.images_per_s
     )
 }
 
