@@ -251,3 +251,28 @@ fn softmax_loss_backward_matches_finite_differences() {
         eprintln!("softmax_loss_backward {loss:?} worst rel err: dlogits {worst:.3e}");
     }
 }
+
+/// The input gradient alone (the seed recipe's output layer) gives the same
+/// bits as the `dx` of the full backward, on the dispatched and the portable
+/// path.
+#[test]
+fn dense_input_grad_matches_the_backward_dx_to_the_bit() {
+    use kernel::{dense_backward, dense_backward_portable, dense_input_grad, dense_input_grad_portable};
+    let mut r = rng(41);
+    for (n, inputs, outputs) in [(8, 1280, 120), (5, 84, 2), (1, 20, 3), (7, 33, 17)] {
+        let s = Dense { inputs, outputs };
+        let (x, w, dy) =
+            (rand_vec(&mut r, n * inputs), rand_vec(&mut r, inputs * outputs), rand_vec(&mut r, n * outputs));
+        let mut dw = vec![0.0; inputs * outputs];
+        let (mut dx, mut alone) = (vec![0.0; n * inputs], vec![f32::NAN; n * inputs]);
+        dense_backward(&s, n, &x, &w, &dy, Some(&mut dx), &mut dw, None, false);
+        dense_input_grad(&s, n, &w, &dy, &mut alone);
+        assert!(dx.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{inputs}x{outputs}");
+        dense_backward_portable(&s, n, &x, &w, &dy, Some(&mut dx), &mut dw, None, false);
+        dense_input_grad_portable(&s, n, &w, &dy, &mut alone);
+        assert!(
+            dx.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "portable {n}x{inputs}x{outputs}"
+        );
+    }
+}

@@ -131,3 +131,47 @@ fn label_out_of_range_panics() {
     let mut probs = [0.0; 3];
     softmax_loss_forward(Loss::CrossEntropy, 3, 1, &[0.0, 1.0, 2.0], &[3], &mut probs);
 }
+
+/// The original engine's output-layer weight delta: the last class's term
+/// of the Jacobian product, `e_last * p_j * (delta_j,last - p_last)`.
+#[test]
+fn seed_quirk_weight_delta_keeps_the_last_class_term() {
+    use kernel::seed_quirk_weight_delta;
+    // Three classes, two rows, labels 0 and 2.
+    let z = [0.3f32, -1.2, 0.8, 2.0, 0.1, -0.5];
+    let labels = [0u32, 2];
+    let mut probs = [0.0f32; 6];
+    softmax_loss_forward(Loss::SeedSquaredError, 3, 2, &z, &labels, &mut probs);
+    let mut delta = [f32::NAN; 6];
+    seed_quirk_weight_delta(3, 2, &probs, &labels, 0.5, &mut delta);
+    for (i, &label) in labels.iter().enumerate() {
+        let zi: Vec<f64> = z[i * 3..i * 3 + 3].iter().map(|&v| v as f64).collect();
+        let p = reference::softmax(&zi);
+        let e_last = p[2] - if label == 2 { 1.0 } else { 0.0 };
+        for j in 0..3 {
+            let want = 0.5 * e_last * p[j] * (if j == 2 { 1.0 } else { 0.0 } - p[2]);
+            let got = delta[i * 3 + j] as f64;
+            assert!((got - want).abs() < 1e-6, "row {i} class {j}: {got} vs {want}");
+        }
+    }
+    // The gradient passed down is still the full product, and differs.
+    let mut full = [0.0f32; 6];
+    softmax_loss_backward(Loss::SeedSquaredError, 3, 2, &probs, &labels, 0.5, &mut full);
+    let mut plain = [0.0f32; 6];
+    softmax_loss_backward(Loss::SquaredError, 3, 2, &probs, &labels, 0.5, &mut plain);
+    assert_eq!(full, plain);
+    assert!(full.iter().zip(&delta).any(|(a, b)| (a - b).abs() > 1e-3), "{full:?} {delta:?}");
+
+    // Two classes: exactly half the true gradient, up to rounding.
+    let z2 = [0.7f32, -0.4, -1.5, 0.9];
+    let l2 = [1u32, 0];
+    let mut p2 = [0.0f32; 4];
+    softmax_loss_forward(Loss::SeedSquaredError, 2, 2, &z2, &l2, &mut p2);
+    let (mut d2, mut g2) = ([0.0f32; 4], [0.0f32; 4]);
+    seed_quirk_weight_delta(2, 2, &p2, &l2, 1.0, &mut d2);
+    softmax_loss_backward(Loss::SquaredError, 2, 2, &p2, &l2, 1.0, &mut g2);
+    for (d, g) in d2.iter().zip(&g2) {
+        assert!((d - 0.5 * g).abs() < 1e-7, "{d2:?} vs half of {g2:?}");
+    }
+    assert!(g2.iter().all(|g| g.abs() > 1e-3));
+}

@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(chance_streak(&[], 2), 0);
         // At chance but still falling (the seed recipe's slow start): not stuck.
         assert!(stuck_at_chance(&rows, 2));
-        let falling = [row(1, 0.6931), row(2, 0.6930), row(3, 0.6918)];
+        let falling = [row(1, ln2), row(2, ln2 - 0.0001), row(3, ln2 - 0.0013)];
         assert_eq!(chance_streak(&falling, 2), 3);
         assert!(!stuck_at_chance(&falling, 2));
         assert!(!stuck_at_chance(&rows[..3], 2));

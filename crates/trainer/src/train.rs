@@ -552,3 +552,23 @@ pub fn mix(a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_sample_is_fixed_by_the_seed_and_covers_small_sets() {
+        assert_eq!(error_sample(300, 1), (0..300).collect::<Vec<_>>());
+        let a = error_sample(10_000, 1);
+        assert_eq!(a.len(), ERROR_SAMPLE);
+        assert!(
+            a.windows(2).all(|w| w[0] < w[1]) && *a.last().unwrap() < 10_000,
+            "sorted, distinct, in range"
+        );
+        assert_eq!(a, error_sample(10_000, 1));
+        assert_ne!(a, error_sample(10_000, 2));
+        // Not simply the first images.
+        assert!(*a.last().unwrap() > 9_000 && a[0] < 100, "{:?}..{:?}", &a[..3], &a[a.len() - 3..]);
+    }
+}

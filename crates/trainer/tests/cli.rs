@@ -32,11 +32,11 @@ fn train_writes_every_output_and_eval_reproduces_the_accuracy() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "epoch,lr,train_ce,train_seed_error,train_acc,test_ce,test_acc,seconds,images_per_s"
+        "epoch,lr,train_ce,train_seed_error,train_acc,test_ce,test_acc,seconds,images_per_s,sample_seed_error"
     );
     assert_eq!(lines.len(), 3, "{csv}");
     let last: Vec<f64> = lines[2].split(',').map(|v| v.parse().unwrap()).collect();
-    assert_eq!(last.len(), 9);
+    assert_eq!(last.len(), 10);
     assert_eq!(last[0], 2.0);
     for (i, v) in last.iter().enumerate() {
         assert!(v.is_finite() && *v >= 0.0, "column {i} = {v}");
