@@ -1,52 +1,109 @@
-//! Ctrl-C (SIGINT). The first one asks the training loop to stop after the
-//! current batch: it saves a checkpoint of exactly where it is (mid-epoch
-//! included) and the program exits with status 130 and the command that
-//! resumes the run. A second Ctrl-C stops at once; the last complete
-//! checkpoint stays (every file is written atomically).
+//! Stopping a run cleanly: Ctrl-C (SIGINT), and SIGTERM and SIGHUP, which
+//! schedulers, `timeout`, `systemd` and a closed terminal send. The first
+//! one asks the training loop to stop after the current batch: it commits a
+//! checkpoint of exactly where it is (mid-epoch included) and the program
+//! exits with status 128 + the signal's number (130 for Ctrl-C, 143 for
+//! SIGTERM, 129 for SIGHUP) and the command that resumes the run. A signal
+//! that arrives during the final checkpoint lets it complete, and the exit
+//! status is still non-zero. A second signal stops at once; the last
+//! committed checkpoint stays whole (see `checkpoint.rs`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
-/// The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
-pub const EXIT_CODE: i32 = 130;
+/// The first signal received, 0 while none.
+static FIRST: AtomicI32 = AtomicI32::new(0);
+/// The run folder being trained, for the message of a second signal.
+static RUN: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-static REQUESTED: AtomicBool = AtomicBool::new(false);
+fn name(sig: i32) -> &'static str {
+    match sig {
+        SIGINT => "interrupt",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
 
-/// Route Ctrl-C to [`requested`] from now on (once per process; later calls
-/// do nothing).
+/// Route SIGINT, SIGTERM and SIGHUP to [`requested`] from now on (once per
+/// process; later calls do nothing). A watcher thread reads them.
 pub fn install() -> Result<()> {
     static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {
-            ctrlc::set_handler(|| {
-                if REQUESTED.swap(true, Ordering::SeqCst) {
-                    eprintln!(
-                        "\ninterrupted again: stopping now without saving (the last complete checkpoint is kept)"
-                    );
-                    std::process::exit(EXIT_CODE);
-                }
-                eprintln!(
-                    "\ninterrupt: finishing the current batch, then saving a checkpoint (Ctrl-C again to stop at once)"
-                );
-            })
-            .map_err(|e| e.to_string())
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| e.to_string())?;
+            std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    for sig in signals.forever() {
+                        if FIRST.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                            eprintln!(
+                                "\n{}: finishing the current batch, then saving a checkpoint (Ctrl-C again to stop at once)",
+                                name(sig)
+                            );
+                            continue;
+                        }
+                        let resume = match RUN.lock().ok().and_then(|r| r.clone()) {
+                            Some(dir) => format!("; resume with: trainer train --resume {}", shell_quote(&dir)),
+                            None => String::new(),
+                        };
+                        eprintln!(
+                            "\n{} again: stopping now without saving (the last committed checkpoint is kept{resume})",
+                            name(sig)
+                        );
+                        std::process::exit(exit_code());
+                    }
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
         .clone()
         .map_err(anyhow::Error::msg)
-        .context("cannot install the Ctrl-C handler")
+        .context("cannot install the signal handlers")
 }
 
-/// Whether Ctrl-C has been pressed.
+/// Name the run folder that a second signal's message points to.
+pub fn set_run_folder(dir: &Path) {
+    if let Ok(mut run) = RUN.lock() {
+        *run = Some(dir.to_path_buf());
+    }
+}
+
+/// Whether a stop signal has been received.
 pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+    FIRST.load(Ordering::SeqCst) != 0
 }
 
-/// A run that stopped on Ctrl-C after saving its checkpoint. `main` prints
-/// it and exits with [`EXIT_CODE`].
+/// 128 + the first signal's number (130 when none, as for Ctrl-C).
+pub fn exit_code() -> i32 {
+    128 + match FIRST.load(Ordering::SeqCst) {
+        0 => SIGINT,
+        sig => sig,
+    }
+}
+
+/// After a run's last checkpoint: if a signal arrived meanwhile, the run is
+/// complete but the program still stops with [`Interrupted`] (non-zero).
+pub fn after_final_write(out: &Path) -> Result<()> {
+    if requested() {
+        return Err(Interrupted {
+            at: "the final checkpoint, which was completed (the run is finished)".into(),
+            out: out.to_path_buf(),
+            note: None,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A run that stopped on a signal after committing its checkpoint. `main`
+/// prints it and exits with [`exit_code`].
 #[derive(Debug)]
 pub struct Interrupted {
     /// Where the run stood, e.g. `epoch 3, batch 17 of 40`.

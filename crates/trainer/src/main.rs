@@ -10,6 +10,7 @@ mod cli;
 mod data;
 mod eval;
 mod explain;
+mod fsops;
 mod health;
 mod heatmap;
 mod interrupt;
@@ -22,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command, CompareArgs, TrainArgs};
 use train::{RunConfig, CONFIG, CURVES};
@@ -35,20 +37,24 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
-    if let Err(e) = dispatch(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = dispatch(cli, &matches) {
         if let Some(stop) = e.downcast_ref::<interrupt::Interrupted>() {
             eprintln!("{stop}");
-            std::process::exit(interrupt::EXIT_CODE);
+            std::process::exit(interrupt::exit_code());
         }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn dispatch(cli: Cli) -> Result<()> {
+fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
     match cli.command {
-        Some(Command::Train(args)) => train_command(args),
+        Some(Command::Train(args)) => {
+            let sub = matches.subcommand_matches("train").expect("the train subcommand was parsed");
+            train_command(args, &given_flags(sub))
+        }
         Some(Command::Compare(args)) => compare_command(args),
         Some(Command::Eval(args)) => {
             set_threads(args.threads)?;
@@ -69,7 +75,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 impl CompareArgs {
     /// `trainer` alone means `trainer compare` with every default.
     fn parse_defaults() -> CompareArgs {
-        match cli::Cli::parse_from(["trainer", "compare"]).command {
+        match <cli::Cli as clap::Parser>::parse_from(["trainer", "compare"]).command {
             Some(Command::Compare(args)) => args,
             _ => unreachable!("`compare` parses as the compare command"),
         }
@@ -94,22 +100,50 @@ fn default_out(name: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{stem}-{stamp}"))
 }
 
-/// Create a fresh output folder, refusing one that already holds a run.
-fn fresh_out(out: &Path) -> Result<()> {
-    if out.join(CONFIG).exists() {
-        bail!(
+/// Create a fresh output folder and lock it, refusing one that already
+/// holds a run (checked again under the lock, so two processes started at
+/// once cannot both take it).
+fn fresh_out(out: &Path) -> Result<fsops::RunLock> {
+    let refuse = || {
+        anyhow::anyhow!(
             "{}: already holds a run; pass --resume {} to continue it, or choose another --out",
             out.display(),
-            out.display()
-        );
+            interrupt::shell_quote(out)
+        )
+    };
+    if out.join(CONFIG).exists() {
+        return Err(refuse());
     }
     std::fs::create_dir_all(out)
         .with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
-    let probe = out.join(".write-test");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("--out {}: the folder is not writable", out.display()))?;
-    std::fs::remove_file(probe).ok();
-    Ok(())
+    let lock = fsops::RunLock::acquire(out)?;
+    if out.join(CONFIG).exists() {
+        return Err(refuse());
+    }
+    Ok(lock)
+}
+
+/// The ids of the `train` flags given on the command line (not defaults;
+/// clap records where each value came from).
+fn given_flags(m: &ArgMatches) -> Vec<String> {
+    let cmd = Cli::command();
+    let train = cmd.find_subcommand("train").expect("train is a subcommand");
+    train
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| m.value_source(id) == Some(ValueSource::CommandLine))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Flags that may change when a run resumes; every other run flag is part
+/// of what the run is and conflicts with `--resume`.
+const RESUME_MAY_CHANGE: &[&str] =
+    &["epochs", "lr", "skip_nonfinite", "checkpoint_every", "threads", "resume"];
+
+/// `--flag-name` of a clap id.
+fn flag(id: &str) -> String {
+    format!("--{}", id.replace('_', "-"))
 }
 
 /// The data of a run, with every model checked against its image shape
@@ -124,35 +158,50 @@ fn load_data(configs: &[RunConfig]) -> Result<data::Splits> {
     Ok(splits)
 }
 
-fn train_command(args: TrainArgs) -> Result<()> {
+fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
     set_threads(args.run.threads)?;
     interrupt::install()?;
-    let (config, out, resume) = match &args.resume {
+    let (config, out, previous, _lock) = match &args.resume {
         Some(dir) => {
+            if let Some(id) = given.iter().find(|id| !RESUME_MAY_CHANGE.contains(&id.as_str())) {
+                bail!(
+                    "{} with --resume: a resumed run keeps its own settings (config.json); only --epochs, \
+                     --lr, --checkpoint-every, --skip-nonfinite and --threads may change",
+                    flag(id)
+                );
+            }
+            if !dir.is_dir() {
+                bail!("--resume {}: no run there (no such folder)", dir.display());
+            }
+            let lock = fsops::RunLock::acquire(dir)?;
             let path = dir.join(CONFIG);
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!("--resume {}: no run there ({} is missing)", dir.display(), path.display())
             })?;
             let saved: RunConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a run configuration", path.display()))?;
+            train::check_saved(&saved, &path)?;
             // The run's own settings, except what may change on resuming.
             let mut config = saved.clone();
             config.epochs = args.run.epochs.unwrap_or(config.epochs);
             config.lr = args.run.lr.unwrap_or(config.lr);
             config.skip_nonfinite |= args.run.skip_nonfinite;
+            if given.iter().any(|g| g == "checkpoint_every") {
+                config.checkpoint_every = args.run.checkpoint_every;
+            }
             train::validate(&config)?;
             if config != saved {
-                graph::write_atomic(&path, serde_json::to_string_pretty(&config)?.as_bytes())
+                fsops::write_atomic(&path, serde_json::to_string_pretty(&config)?.as_bytes())
                     .with_context(|| format!("{}: cannot write", path.display()))?;
             }
-            (config, dir.clone(), true)
+            (config, dir.clone(), Some(saved), lock)
         }
         None => {
             let dir = data::locate(args.run.data.as_deref())?;
             let config = train::configure(&args.model, &args.run, &dir)?;
             let out = args.run.out.clone().unwrap_or_else(|| default_out(&args.model));
-            fresh_out(&out)?;
-            (config, out, false)
+            let lock = fresh_out(&out)?;
+            (config, out, None, lock)
         }
     };
     let splits = load_data(std::slice::from_ref(&config))?;
@@ -166,7 +215,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
         out.display()
     );
     println!("{}", engine_line());
-    let outcome = train::run(&config, &out, &splits, resume)?;
+    interrupt::set_run_folder(&out);
+    let outcome = train::run(&config, &out, &splits, previous.as_ref())?;
+    interrupt::after_final_write(&out)?;
     let last = outcome.rows.last().with_context(|| {
         format!("{}: no epoch was trained (--epochs {} are all done)", out.display(), config.epochs)
     })?;
@@ -200,11 +251,15 @@ fn compare_command(args: CompareArgs) -> Result<()> {
         root.display()
     );
     println!("{}", engine_line());
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("--out {}: cannot create the folder", root.display()))?;
+    let _root_lock = fsops::RunLock::acquire(&root)?;
     let mut outcomes = Vec::new();
     for config in &configs {
         let out = root.join(Path::new(&config.model).file_stem().unwrap_or_default());
-        fresh_out(&out)?;
-        let outcome = train::run(config, &out, &splits, false).map_err(|e| match e.downcast() {
+        let _lock = fresh_out(&out)?;
+        interrupt::set_run_folder(&out);
+        let outcome = train::run(config, &out, &splits, None).map_err(|e| match e.downcast() {
             Ok(stop) => anyhow::Error::new(interrupt::Interrupted {
                 note: Some("the comparison itself does not resume; run it again for the table".into()),
                 ..stop
@@ -212,6 +267,14 @@ fn compare_command(args: CompareArgs) -> Result<()> {
             Err(e) => e,
         })?;
         outcomes.push((config, outcome));
+        if interrupt::requested() {
+            return Err(interrupt::Interrupted {
+                at: format!("the end of {}", config.model),
+                out,
+                note: Some("the comparison itself does not resume; run it again for the table".into()),
+            }
+            .into());
+        }
     }
     let series: Vec<plot::Series> = outcomes
         .iter()
@@ -223,8 +286,8 @@ fn compare_command(args: CompareArgs) -> Result<()> {
         .collect();
     plot::plot_curves(&root.join(CURVES), &series)?;
     let table = compare_table(&outcomes);
-    std::fs::write(root.join("summary.md"), &table)
-        .with_context(|| format!("{}: cannot write", root.display()))?;
+    fsops::write_atomic(&root.join("summary.md"), table.as_bytes())
+        .with_context(|| format!("{}: cannot write", root.join("summary.md").display()))?;
     println!("\n{table}");
     println!("curves: {}  per-model runs: {}/<model>/", root.join(CURVES).display(), root.display());
     Ok(())

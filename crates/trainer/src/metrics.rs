@@ -74,9 +74,8 @@ impl EpochRow {
     }
 }
 
-/// Rewrite `metrics.csv` and `metrics.jsonl` in `dir` with all rows so far,
-/// each atomically: a crash never leaves half a line.
-pub fn write_all(dir: &Path, rows: &[EpochRow]) -> Result<()> {
+/// The text of `metrics.csv` and `metrics.jsonl` for `rows`.
+pub fn render(rows: &[EpochRow]) -> Result<(String, String)> {
     let mut csv = String::from(CSV_HEADER);
     csv.push('\n');
     let mut jsonl = String::new();
@@ -86,9 +85,16 @@ pub fn write_all(dir: &Path, rows: &[EpochRow]) -> Result<()> {
         jsonl += &serde_json::to_string(row)?;
         jsonl.push('\n');
     }
-    for (name, text) in [(CSV_FILE, csv), (JSONL_FILE, jsonl)] {
+    Ok((csv, jsonl))
+}
+
+/// Rewrite `metrics.csv` and `metrics.jsonl` in `dir` with all rows so far,
+/// each atomically: a crash never leaves half a line.
+pub fn write_all(dir: &Path, rows: &[EpochRow]) -> Result<()> {
+    let (csv, jsonl) = render(rows)?;
+    for (name, text) in [(JSONL_FILE, jsonl), (CSV_FILE, csv)] {
         let path = dir.join(name);
-        graph::write_atomic(&path, text.as_bytes())
+        crate::fsops::write_atomic(&path, text.as_bytes())
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
     Ok(())

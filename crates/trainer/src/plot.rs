@@ -81,7 +81,8 @@ pub fn plot_curves(path: &Path, series: &[Series]) -> Result<()> {
     render(&mut rgb, series).context("plot_curves: rendering")?;
 
     let png = encode_png(&rgb).context("plot_curves: encoding PNG")?;
-    graph::write_atomic(path, &png).with_context(|| format!("plot_curves: cannot write {}", path.display()))
+    crate::fsops::write_atomic(path, &png)
+        .with_context(|| format!("plot_curves: cannot write {}", path.display()))
 }
 
 fn register_font() -> Result<()> {

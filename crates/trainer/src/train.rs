@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use graph::{preset, write_atomic, Init, Loss, ModelSpec, Plan, Reduction, Sgd, Shape, PRESETS};
+use graph::{preset, Init, Loss, ModelSpec, Plan, Reduction, Sgd, Shape, PRESETS};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -23,6 +23,7 @@ use crate::augment::{fill_batch, Augment};
 use crate::checkpoint::{self, EpochSums, Progress};
 use crate::cli::{Normalize, Recipe, RunArgs, Schedule};
 use crate::data::{Dataset, Normalizer, Splits};
+use crate::fsops;
 use crate::health;
 use crate::interrupt::{self, Interrupted};
 use crate::metrics::{self, EpochRow};
@@ -144,7 +145,8 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
         limit_train: args.limit_train,
         limit_test: args.limit_test,
         seed: args.seed,
-        data: data.to_path_buf(),
+        // Absolute, so a resume finds it from any working directory.
+        data: std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf()),
         checkpoint_every: args.checkpoint_every,
         skip_nonfinite: args.skip_nonfinite,
     };
@@ -166,6 +168,71 @@ pub fn validate(c: &RunConfig) -> Result<()> {
         bail!("--checkpoint-every 0: use 1 or more (epochs between checkpoints)");
     }
     Ok(())
+}
+
+/// A number for a message: at most a few significant digits.
+pub fn short(v: f64) -> String {
+    let s = format!("{v}");
+    if s.len() <= 10 {
+        s
+    } else {
+        format!("{v:.4e}")
+    }
+}
+
+/// Check a run's saved `config.json` (at `path`) as untrusted input: its
+/// values, its classes against its model's outputs, its data path.
+pub fn check_saved(c: &RunConfig, path: &Path) -> Result<()> {
+    let file = path.display();
+    validate(c).with_context(|| format!("{file}: holds settings no run can have"))?;
+    let mut names = c.classes.clone();
+    names.sort_unstable();
+    names.dedup();
+    if c.classes.len() < 2 || names.len() != c.classes.len() || c.classes.iter().any(|n| n.trim().is_empty())
+    {
+        bail!("{file}: field \"classes\" must name at least two different classes, not {:?}", c.classes);
+    }
+    let outputs = c.spec.layers.iter().rev().find_map(|l| match l {
+        graph::LayerSpec::Dense { units, .. } => Some(*units),
+        _ => None,
+    });
+    if outputs != Some(c.classes.len()) {
+        bail!(
+            "{file}: field \"classes\" names {} classes but the model in field \"spec\" has {} outputs",
+            c.classes.len(),
+            outputs.map_or("no dense".to_string(), |o| o.to_string())
+        );
+    }
+    if !c.data.is_dir() {
+        let how = if c.data.is_relative() {
+            " (a relative path, stored by an older trainer: it is read from the working directory, so \
+             resume from the folder the run was started in)"
+        } else {
+            ""
+        };
+        bail!("{file}: field \"data\": {} is not a folder{how}", c.data.display());
+    }
+    Ok(())
+}
+
+/// What a changed `--epochs` does to a schedule that depends on the run's
+/// length: the learning rate of epoch `next` before and after.
+fn schedule_note(previous: &RunConfig, config: &RunConfig, next: usize) -> Option<String> {
+    if previous.epochs == config.epochs || config.schedule == Schedule::Constant || previous.lr != config.lr {
+        return None;
+    }
+    let (before, after) = (previous.lr_at(next.min(previous.epochs.max(1))), config.lr_at(next));
+    Some(format!(
+        "note: --epochs {} -> {}: the {:?} schedule is recomputed over {} epochs, so epoch {next}'s lr is {} \
+         (it was {} in the {}-epoch run)",
+        previous.epochs,
+        config.epochs,
+        config.schedule,
+        config.epochs,
+        short(after),
+        short(before),
+        previous.epochs
+    ))
 }
 
 /// What a finished (or resumed-and-finished) run leaves behind.
@@ -211,15 +278,18 @@ pub const STATE: &str = "state.safetensors";
 pub const MODEL: &str = "model.safetensors";
 pub const CURVES: &str = "curves.png";
 
-/// Train `config` into `out`. With `resume`, continue from `out`'s last
-/// checkpoint (mid-epoch included) instead of starting afresh; a run with
-/// no checkpoint yet starts from epoch 1.
+/// Train `config` into `out`, whose lock the caller holds. With `previous`
+/// (the run's saved settings, which `config` may change by `--epochs`,
+/// `--lr`, ...), continue from `out`'s last committed checkpoint (mid-epoch
+/// included) instead of starting afresh; a run with no checkpoint yet
+/// starts from epoch 1.
 ///
 /// Stops with an error, keeping the last checkpoint, when a batch's loss or
 /// gradient is not finite (unless `skip_nonfinite`: then the batch makes no
 /// update and is counted), and with [`Interrupted`] after saving a
 /// checkpoint when Ctrl-C was pressed.
-pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Result<Outcome> {
+pub fn run(config: &RunConfig, out: &Path, splits: &Splits, previous: Option<&RunConfig>) -> Result<Outcome> {
+    let resume = previous.is_some();
     let (train, test) = (&splits.train, &splits.test);
     let [c, h, w] = train.shape;
     let mut plan = build(config, Shape::new(c, h, w), config.batch)?;
@@ -233,26 +303,45 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
     let mut at = Progress::default();
     let mut saved = None;
     let loaded = if resume { checkpoint::read(&mut plan, out, config, batches)? } else { None };
+    // This process holds the folder's lock: a temporary file is a leftover.
+    fsops::clean_temp_files(out);
     match loaded {
-        Some(progress) => {
-            checkpoint::clean_temp_files(out);
-            (at, saved) = (progress, Some(progress));
-            rows = metrics::read_jsonl(&out.join(metrics::JSONL_FILE))?;
-            rows.retain(|r| r.epoch <= at.epoch);
-            let mid = if at.batches > 0 {
-                format!(", batch {} of {batches}", at.batches + 1)
-            } else {
-                String::new()
-            };
-            println!("resuming {} at epoch {}{mid} of {}", out.display(), at.epoch + 1, config.epochs);
+        Some(loaded) => {
+            (at, saved) = (loaded.progress, Some(loaded.progress));
+            rows = resume_rows(out, loaded)?;
+            let repaired = repair(&plan, out, &at, config, &norm, &rows)?;
+            if !repaired.is_empty() {
+                println!("{}: rebuilt from the checkpoint: {}", out.display(), repaired.join(", "));
+            }
+            if at.epoch < config.epochs {
+                let next = at.epoch + 1;
+                let mid = if at.batches > 0 {
+                    format!(" from batch {} of {batches}", at.batches + 1)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "resuming {}: epoch {next} of {}{mid}, lr {}",
+                    out.display(),
+                    config.epochs,
+                    short(config.lr_at(next))
+                );
+                if let Some(note) = previous.and_then(|p| schedule_note(p, config, next)) {
+                    println!("{note}");
+                }
+            }
         }
         None => {
             if resume {
-                checkpoint::clean_temp_files(out);
                 println!("{}: no checkpoint yet; starting from epoch 1", out.display());
+                // Rows of an epoch that was never committed: it runs again.
+                for name in [metrics::JSONL_FILE, metrics::CSV_FILE, CURVES] {
+                    fsops::remove_file(&out.join(name))
+                        .with_context(|| format!("{}: cannot remove", out.join(name).display()))?;
+                }
             }
             plan.initialize(config.init(), config.seed);
-            write_atomic(&out.join(CONFIG), serde_json::to_string_pretty(config)?.as_bytes())
+            fsops::write_atomic(&out.join(CONFIG), serde_json::to_string_pretty(config)?.as_bytes())
                 .with_context(|| format!("{}: cannot write", out.join(CONFIG).display()))?;
         }
     }
@@ -335,7 +424,7 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
                     partial: sums,
                     skipped_total: at.skipped_total,
                 };
-                checkpoint::write(&plan, out, &here, config, &norm)?;
+                checkpoint::write(&plan, out, &here, config, &norm, &rows)?;
                 let at = format!("epoch {epoch}, batch {} of {batches}", b + 1);
                 return Err(Interrupted { at, out: out.to_path_buf(), note: None }.into());
             }
@@ -397,7 +486,7 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
         let due = epoch % config.checkpoint_every == 0 || epoch == config.epochs;
         let stop = interrupt::requested() && epoch < config.epochs;
         if due || stop {
-            checkpoint::write(&plan, out, &at, config, &norm)?;
+            checkpoint::write(&plan, out, &at, config, &norm, &rows)?;
             saved = Some(at);
             plot::plot_curves(
                 &out.join(CURVES),
@@ -420,6 +509,84 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, resume: bool) -> Res
         );
     }
     Ok(Outcome { rows, out: out.to_path_buf(), params: plan.params().len() })
+}
+
+/// The metrics of the committed epochs, with the timings `metrics.jsonl`
+/// logged for them (NaN for those it has lost, with a note).
+fn resume_rows(out: &Path, loaded: checkpoint::Loaded) -> Result<Vec<EpochRow>> {
+    let jsonl = out.join(metrics::JSONL_FILE);
+    let logged = match metrics::read_jsonl(&jsonl) {
+        Ok(rows) => rows,
+        Err(e) if loaded.rows.is_some() => {
+            eprintln!("warning: {e:#}; rebuilding it from the checkpoint");
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    let epoch = loaded.progress.epoch;
+    let committed = match loaded.rows {
+        Some(rows) => rows,
+        // A state written before states carried their metrics.
+        None => {
+            let rows: Vec<EpochRow> = logged.iter().filter(|r| r.epoch <= epoch).cloned().collect();
+            if rows.len() != epoch || rows.iter().enumerate().any(|(i, r)| r.epoch != i + 1) {
+                bail!(
+                    "{}: holds {} rows for the {epoch} epochs of the checkpoint, and this older checkpoint \
+                     carries no copy of them; restore the file to resume",
+                    jsonl.display(),
+                    rows.len()
+                );
+            }
+            return Ok(rows);
+        }
+    };
+    let (rows, lost) = checkpoint::merge_timings(committed, &logged);
+    if lost > 0 {
+        eprintln!(
+            "warning: {}: the timings of {lost} of the {epoch} committed epochs are lost (now NaN); every \
+             other column comes from the checkpoint",
+            jsonl.display()
+        );
+    }
+    Ok(rows)
+}
+
+/// Rebuild the files derived from the committed state that are missing or
+/// differ from it: `model.safetensors`, the metrics files, `curves.png`.
+/// Returns what was rebuilt and why.
+fn repair(
+    plan: &Plan,
+    out: &Path,
+    at: &Progress,
+    config: &RunConfig,
+    norm: &Normalizer,
+    rows: &[EpochRow],
+) -> Result<Vec<String>> {
+    let mut repaired = Vec::new();
+    let check = |name: &str, want: &[u8], repaired: &mut Vec<String>| -> Result<bool> {
+        let path = out.join(name);
+        let why = match fs::read(&path) {
+            Ok(have) if have == want => return Ok(false),
+            Ok(_) => "stale",
+            Err(_) => "missing",
+        };
+        fsops::write_atomic(&path, want).with_context(|| format!("{}: cannot write", path.display()))?;
+        repaired.push(format!("{name} ({why})"));
+        Ok(true)
+    };
+    check(MODEL, &checkpoint::model_bytes(plan, at, config, norm)?, &mut repaired)?;
+    let (csv, jsonl) = metrics::render(rows)?;
+    let mut changed = check(metrics::JSONL_FILE, jsonl.as_bytes(), &mut repaired)?;
+    changed |= check(metrics::CSV_FILE, csv.as_bytes(), &mut repaired)?;
+    let curves = out.join(CURVES);
+    if !rows.is_empty() && (changed || !curves.exists()) {
+        plot::plot_curves(
+            &curves,
+            &[plot::Series { label: &config.model, rows, sample_error: config.recipe == Recipe::Seed }],
+        )?;
+        repaired.push(format!("{CURVES} ({})", if changed { "stale" } else { "missing" }));
+    }
+    Ok(repaired)
 }
 
 /// Where the last good checkpoint is, for a message.

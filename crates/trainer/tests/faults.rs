@@ -233,7 +233,7 @@ fn ctrl_c_saves_mid_epoch_exits_130_and_the_resumed_run_is_bit_identical() {
 
     let resumed = trainer(&["train", "--resume", s(&stopped)]);
     assert!(
-        stdout(&resumed).contains(&format!("resuming {} at epoch 2, batch ", s(&stopped))),
+        stdout(&resumed).contains(&format!("resuming {}: epoch 2 of 3 from batch ", s(&stopped))),
         "{}",
         text(&resumed)
     );

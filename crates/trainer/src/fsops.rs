@@ -1,0 +1,189 @@
+//! The file-system operations that write a run folder, and its lock.
+//!
+//! Every write of a run's files goes through [`write_atomic`] and
+//! [`remove_file`], which count each operation (create, write, fsync,
+//! rename, fsync of the folder, unlink). The count is what the crash tests
+//! aim at: with `GAPNET_FAULT_AFTER_OPS=k` in the environment the process
+//! ends abruptly (`_exit`, no destructors, no flush: as a `kill -9` would)
+//! right after its k-th operation. A test hook, named here so nobody sets
+//! it by accident; without it the counting costs one atomic add.
+//!
+//! [`RunLock`] holds an exclusive advisory lock on `<run>/.lock` for as long
+//! as a process trains into the folder; the holder's pid is written into
+//! the file, since the lock itself does not report it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Seek, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+
+/// The test hook: end the process right after this many operations.
+pub const FAULT_ENV: &str = "GAPNET_FAULT_AFTER_OPS";
+/// The exit status of a process ended by [`FAULT_ENV`] (as `kill -9` reports).
+pub const FAULT_EXIT: i32 = 137;
+
+static OPS: AtomicU64 = AtomicU64::new(0);
+
+fn fault_after() -> Option<u64> {
+    static AFTER: OnceLock<Option<u64>> = OnceLock::new();
+    *AFTER.get_or_init(|| std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()))
+}
+
+/// Count one operation that just completed; the crash point of the hook.
+fn done() {
+    let n = OPS.fetch_add(1, Ordering::SeqCst) + 1;
+    if fault_after() == Some(n) {
+        // SAFETY: _exit ends the process at once; nothing is touched after.
+        unsafe { libc::_exit(FAULT_EXIT) };
+    }
+}
+
+fn step<T>(r: io::Result<T>) -> io::Result<T> {
+    let v = r?;
+    done();
+    Ok(v)
+}
+
+/// The folder of `path`, `.` for a bare file name.
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Make a rename or unlink in `dir` durable (best effort: not every
+/// platform can open a folder).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    if let Ok(d) = File::open(dir) {
+        step(d.sync_all())?;
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` so that a crash at any moment leaves the old file
+/// or the new one, never a torn one: a temporary file in the same folder,
+/// written and fsynced, renamed over `path`, then the folder fsynced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent(path);
+    let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = step(File::create(&tmp))?;
+        step(file.write_all(bytes))?;
+        step(file.sync_all())?;
+        drop(file);
+        step(fs::rename(&tmp, path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Remove `path` durably; a file that is already gone is fine.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    match step(fs::remove_file(path)) {
+        Ok(()) => sync_dir(parent(path)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove temporary files that a killed writer left in `dir`
+/// (`.<name>.tmp-<pid>` of a process that no longer runs).
+pub fn clean_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The lock file of a run folder.
+pub const LOCK: &str = ".lock";
+
+/// An exclusive lock on a run folder, released when dropped (or when the
+/// process ends, however it ends).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Lock `dir` (which must exist) for this process, or fail naming the
+    /// process that holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open the run folder's lock file", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = (&file).take(64).read_to_string(&mut text);
+                let holder = match text.trim().parse::<u32>() {
+                    Ok(pid) => format!("process {pid}"),
+                    Err(_) => "another process".to_string(),
+                };
+                bail!(
+                    "{}: {holder} is training into this folder (it holds {}); wait for it to finish or \
+                     choose another --out",
+                    dir.display(),
+                    path.display()
+                );
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("{}: cannot lock the run folder", path.display()))
+            }
+        }
+        // Ours now: say who holds it.
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("{}: cannot write the lock file", path.display()))?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_folder_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap();
+        let e = RunLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("process {} is training into this folder", std::process::id())), "{e}");
+        drop(first);
+        RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_remove_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        remove_file(&p).unwrap();
+        remove_file(&p).unwrap();
+        assert!(!p.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no temporary file left");
+    }
+}
