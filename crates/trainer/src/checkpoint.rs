@@ -285,7 +285,9 @@ pub fn read(
             // cannot be told from a run that never started.
             if out.join(MODEL).exists() {
                 bail!(
-                    "{file} is missing but {} is there, so the run had been checkpointed: without its state                      (parameters and momentum) it cannot continue bit for bit; start a new run with another                      --out (the model file is kept)",
+                    "{file} is missing but {} is there, so the run had been checkpointed: without its state \
+                     (parameters and momentum) it cannot continue bit for bit; start a new run with another \
+                     --out (the model file is kept)",
                     out.join(MODEL).display()
                 );
             }
