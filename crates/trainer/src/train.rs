@@ -223,11 +223,11 @@ fn schedule_note(previous: &RunConfig, config: &RunConfig, next: usize) -> Optio
     }
     let (before, after) = (previous.lr_at(next.min(previous.epochs.max(1))), config.lr_at(next));
     Some(format!(
-        "note: --epochs {} -> {}: the {:?} schedule is recomputed over {} epochs, so epoch {next}'s lr is {} \
+        "note: --epochs {} -> {}: the {} schedule is recomputed over {} epochs, so epoch {next}'s lr is {} \
          (it was {} in the {}-epoch run)",
         previous.epochs,
         config.epochs,
-        config.schedule,
+        format!("{:?}", config.schedule).to_lowercase(),
         config.epochs,
         short(after),
         short(before),
