@@ -17,6 +17,8 @@ mod interrupt;
 mod metrics;
 mod plot;
 mod prune;
+#[cfg(test)]
+mod resume_fuzz;
 mod train;
 
 use std::path::{Path, PathBuf};
