@@ -12,11 +12,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Train and compare small CNNs on CIFAR-10: a fully connected head against Global Average Pooling",
     long_about = "Train and compare small CNNs on CIFAR-10 (airplane vs ship by default).\n\n\
-                  With no subcommand, runs `trainer compare`: seed-fc against seed-gap, then prints a side-by-side table."
+                  With no subcommand, runs `trainer compare` (and takes its flags): seed-fc against seed-gap, then prints a side-by-side table."
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Without a subcommand, `compare`'s flags: `trainer --epochs 2` is
+    /// `trainer compare --epochs 2`.
+    #[command(flatten)]
+    pub compare: CompareArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,7 +73,7 @@ pub enum Normalize {
 /// recipe's defaults.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Epochs to train (default: 35, about 5 minutes for both default models on 2 cores)
+    /// Epochs to train (default: 35)
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per mini-batch (default: 64 modern, 200 seed)

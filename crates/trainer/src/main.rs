@@ -70,17 +70,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
             set_threads(args.model.threads)?;
             prune::run(&args)
         }
-        None => compare_command(CompareArgs::parse_defaults()),
-    }
-}
-
-impl CompareArgs {
-    /// `trainer` alone means `trainer compare` with every default.
-    fn parse_defaults() -> CompareArgs {
-        match <cli::Cli as clap::Parser>::parse_from(["trainer", "compare"]).command {
-            Some(Command::Compare(args)) => args,
-            _ => unreachable!("`compare` parses as the compare command"),
-        }
+        None => compare_command(cli.compare),
     }
 }
 
@@ -201,16 +191,18 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
         None => {
             let dir = data::locate(args.run.data.as_deref())?;
             let config = train::configure(&args.model, &args.run, &dir)?;
-            let out = args.run.out.clone().unwrap_or_else(|| default_out(&args.model));
+            // Everything is checked (data, classes, shapes) before the folder exists.
+            load_data(std::slice::from_ref(&config))?;
+            let out = args.run.out.clone().unwrap_or_else(|| default_out(&config.spec.name));
             let lock = fresh_out(&out)?;
             (config, out, None, lock)
         }
     };
     let splits = load_data(std::slice::from_ref(&config))?;
     println!(
-        "training {} ({:?} recipe) on {} train / {} test images from {}; output in {}",
-        config.model,
-        config.recipe,
+        "training {} ({} recipe) on {} train / {} test images from {}; output in {}",
+        config.spec.name,
+        format!("{:?}", config.recipe).to_lowercase(),
         splits.train.len(),
         splits.test.len(),
         splits.dir.display(),
@@ -303,10 +295,10 @@ fn compare_table(outcomes: &[(&RunConfig, train::Outcome)]) -> String {
     );
     for (config, o) in outcomes {
         let last = o.rows.last().expect("every run trains at least one epoch");
-        let seconds: f64 = o.rows.iter().map(|r| r.seconds).sum();
+        let seconds: f64 = o.rows.iter().map(|r| r.seconds).filter(|s| s.is_finite()).sum();
         let speed = o.rows.iter().map(|r| r.images_per_s).sum::<f64>() / o.rows.len() as f64;
         t += &format!(
-            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |\n",
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1} | {:.0} |\n",
             config.model,
             o.params,
             last.test_acc,
@@ -331,5 +323,6 @@ fn engine_line() -> String {
     } else {
         "portable kernels (this CPU has no AVX-512F)".to_string()
     };
-    format!("engine: {} threads, {kernels}", rayon::current_num_threads())
+    let n = rayon::current_num_threads();
+    format!("engine: {n} thread{}, {kernels}", if n == 1 { "" } else { "s" })
 }

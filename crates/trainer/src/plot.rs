@@ -230,7 +230,7 @@ fn render(rgb: &mut [u8], series: &[Series]) -> Result<()> {
         &r,
         r.loss,
         &loss_lines,
-        SeriesLabelPosition::UpperRight,
+        legend_corner(series, &loss_lines, r.x, r.loss),
     )?;
     panel(
         &right,
@@ -240,10 +240,50 @@ fn render(rgb: &mut [u8], series: &[Series]) -> Result<()> {
         &r,
         r.acc,
         &acc_lines,
-        SeriesLabelPosition::LowerRight,
+        legend_corner(series, &acc_lines, r.x, r.acc),
     )?;
     root.present()?;
     Ok(())
+}
+
+/// The corner of a panel whose legend box (about 45% of the width and a
+/// third of the height) covers the fewest points of its lines, so the
+/// legend hides no curve where it can be helped; ties keep the order
+/// upper right, lower right, upper left, lower left.
+fn legend_corner(series: &[Series], lines: &[Line], x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    let corners = [
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ];
+    let inside = |right: bool, upper: bool, (px, py): (f64, f64)| {
+        let fx = (px - x.0) / (x.1 - x.0);
+        let fy = (py - y.0) / (y.1 - y.0);
+        (if right { fx >= 0.55 } else { fx <= 0.45 }) && (if upper { fy >= 0.66 } else { fy <= 0.34 })
+    };
+    let covered = |right: bool, upper: bool| -> usize {
+        let mut n = 0;
+        for s in series {
+            for line in lines.iter().filter(|l| !l.sample || s.sample_error) {
+                let pts = points(s.rows, line.value);
+                // Segments count too: sample each one at a few points.
+                for w in pts.windows(2) {
+                    for t in [0.0, 0.25, 0.5, 0.75] {
+                        let p = (w[0].0 + t * (w[1].0 - w[0].0), w[0].1 + t * (w[1].1 - w[0].1));
+                        n += usize::from(inside(right, upper, p));
+                    }
+                }
+                n += pts.iter().filter(|&&p| inside(right, upper, p)).count();
+            }
+        }
+        n
+    };
+    corners
+        .iter()
+        .min_by_key(|(_, right, upper)| covered(*right, *upper))
+        .map(|c| c.0.clone())
+        .unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -118,3 +118,35 @@ fn compare_prints_a_table_and_one_plot_for_all_models() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn bare_trainer_takes_compare_flags_and_a_refused_run_leaves_no_folder() {
+    let root = tmp("cli-bare");
+    let data = root.join("data");
+    make_data(&data, 40, 20);
+    let out = root.join("cmp");
+    let run = trainer(&[
+        "--models",
+        "seed-gap",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+    ]);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("| seed-gap |"));
+    assert!(out.join("summary.md").exists());
+    // Validation (here an unknown class) happens before any folder is made.
+    for args in [
+        vec!["train", "--classes", "airplane,unicorn", "--data", s(&data), "--out", s(&root.join("t"))],
+        vec!["compare", "--classes", "airplane,unicorn", "--data", s(&data), "--out", s(&root.join("c"))],
+    ] {
+        let failed = common::run(&args);
+        assert!(!failed.status.success(), "{}", common::text(&failed));
+        assert!(!root.join("t").exists() && !root.join("c").exists(), "a refused run left a folder behind");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
