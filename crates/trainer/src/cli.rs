@@ -36,6 +36,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Zero planes of the last convolution (before the head) and see what changes
     Prune(PruneArgs),
+    /// Classify your own pictures with a trained model
+    Predict(PredictArgs),
 }
 
 /// The two training recipes.
@@ -208,4 +210,33 @@ pub struct PruneArgs {
     /// Save the pruned model as a checkpoint here (atomically)
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    long_about = "Classify your own pictures with a trained model: one line per image with the predicted class \
+                  and every class's probability.\n\n\
+                  Reads PNG, JPEG, GIF, BMP, TIFF and WebP; a folder stands for the images in it. Each image is \
+                  resized as torchvision's Resize + CenterCrop does (shorter side to the model's input size, \
+                  bilinear, then the centre; an image already of that size is used as is), converted to the \
+                  model's channels (grey, 16-bit and alpha images are converted, and the line says so) and \
+                  normalised with the mean and std stored in the checkpoint. Reads no data set."
+)]
+pub struct PredictArgs {
+    /// A model.safetensors (or state.safetensors) written by `trainer train`
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Images or folders of images
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// One JSON object per line (image, class, probabilities, notes)
+    #[arg(long)]
+    pub json: bool,
+    /// Also write, per image, the class activation map (GAP head) or Grad-CAM (other heads) of the
+    /// predicted class and the runner-up over it, as `explain` draws them, into this folder
+    #[arg(long)]
+    pub cam: Option<PathBuf>,
+    /// Worker threads (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
 }

@@ -35,59 +35,102 @@ pub struct Loaded {
     pub batch: usize,
 }
 
+/// A checkpoint read and checked, before its plan is built: what `predict`
+/// needs (no data set), and the first half of [`load`].
+pub struct Checkpoint {
+    /// The path, as errors name it.
+    pub file: String,
+    bytes: Vec<u8>,
+    pub spec: graph::ModelSpec,
+    pub input: Shape,
+    pub classes: Vec<String>,
+    pub norm: Normalizer,
+    pub meta: graph::Metadata,
+}
+
+impl Checkpoint {
+    /// Read `path` and check its header: model, input shape, class names and
+    /// the normalisation the model was trained with.
+    pub fn read(path: &std::path::Path) -> Result<Checkpoint> {
+        let file = path.display().to_string();
+        let bytes = std::fs::read(path).with_context(|| format!("{file}: cannot read the checkpoint"))?;
+        let (spec, input, meta) = read_model(&bytes, &file)?;
+        let classes: Vec<String> = meta_json(&meta, "classes", &file)?;
+        let norm = Normalizer {
+            mean: meta_json(&meta, "norm_mean", &file)?,
+            std: meta_json(&meta, "norm_std", &file)?,
+        };
+        if norm.mean.len() != input.c
+            || norm.std.len() != input.c
+            || !norm.mean.iter().chain(&norm.std).all(|v| v.is_finite())
+            || !norm.std.iter().all(|&s| s > 0.0)
+        {
+            bail!(
+                "{file}: the header's normalisation (mean {:?}, std {:?}) does not fit {}-channel images",
+                norm.mean,
+                norm.std,
+                input.c
+            );
+        }
+        check_memory(&spec, input, 256, &file)?;
+        Ok(Checkpoint { file, bytes, spec, input, classes, norm, meta })
+    }
+
+    /// The model's plan for batches of up to `batch` images, with the
+    /// checkpoint's parameters.
+    pub fn plan(&self, batch: usize) -> Result<Plan> {
+        let file = &self.file;
+        let mut plan =
+            Plan::new(&self.spec, self.input, batch).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        if plan.classes() != self.classes.len() {
+            bail!(
+                "{file}: the model has {} outputs but the header names {} classes",
+                plan.classes(),
+                self.classes.len()
+            );
+        }
+        // A model.safetensors, or a run's state.safetensors (its momentum is not needed).
+        if let Err(e) = plan.load_safetensors(&[Arena::Params], &self.bytes, file) {
+            if plan.load_safetensors(&[Arena::Params, Arena::Velocity], &self.bytes, file).is_err() {
+                return Err(e.into());
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The run's batch (header entry `batch`), else 64, within `1..=256`.
+    pub fn batch(&self) -> usize {
+        self.meta.get("batch").and_then(|b| b.parse().ok()).unwrap_or(64usize).clamp(1, 256)
+    }
+}
+
 /// Read and check the checkpoint, build its plan and load its test split
 /// from `--data` (or the search path).
 pub fn load(args: &EvalArgs) -> Result<Loaded> {
     let EvalArgs { checkpoint, limit_test, .. } = args;
     let (data, limit_test) = (args.data.as_deref(), *limit_test);
-    let file = checkpoint.display().to_string();
-    let bytes = std::fs::read(checkpoint).with_context(|| format!("{file}: cannot read the checkpoint"))?;
-    let (spec, input, meta) = read_model(&bytes, &file)?;
-    let classes: Vec<String> = meta_json(&meta, "classes", &file)?;
-    let norm =
-        Normalizer { mean: meta_json(&meta, "norm_mean", &file)?, std: meta_json(&meta, "norm_std", &file)? };
-    if norm.mean.len() != input.c
-        || norm.std.len() != input.c
-        || !norm.mean.iter().chain(&norm.std).all(|v| v.is_finite())
-        || !norm.std.iter().all(|&s| s > 0.0)
-    {
-        bail!(
-            "{file}: the header's normalisation (mean {:?}, std {:?}) does not fit {}-channel images",
-            norm.mean,
-            norm.std,
-            input.c
-        );
-    }
-    check_memory(&spec, input, 256, &file)?;
+    let ck = Checkpoint::read(checkpoint)?;
     if limit_test == Some(0) {
         bail!("--limit-test 0: keep at least one image");
     }
     let dir = data::locate(data)?;
-    let mut test = data::load(&dir, &classes)?.test;
+    let mut test = data::load(&dir, &ck.classes)?.test;
     if let Some(n) = limit_test {
         test.truncate(n.min(test.len()));
     }
     let [c, h, w] = test.shape;
-    if Shape::new(c, h, w) != input {
-        bail!("{file}: the model takes {input} images but {} holds {c}x{h}x{w} images", dir.display());
-    }
-    // The batch only sets how many images run at once.
-    let batch =
-        meta.get("batch").and_then(|b| b.parse().ok()).unwrap_or(64usize).clamp(1, 256).min(test.len());
-    let mut plan = Plan::new(&spec, input, batch).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-    if plan.classes() != classes.len() {
+    if Shape::new(c, h, w) != ck.input {
         bail!(
-            "{file}: the model has {} outputs but the header names {} classes",
-            plan.classes(),
-            classes.len()
+            "{}: the model takes {} images but {} holds {c}x{h}x{w} images",
+            ck.file,
+            ck.input,
+            dir.display()
         );
     }
-    // A model.safetensors, or a run's state.safetensors (its momentum is not needed).
-    if let Err(e) = plan.load_safetensors(&[Arena::Params], &bytes, &file) {
-        if plan.load_safetensors(&[Arena::Params, Arena::Velocity], &bytes, &file).is_err() {
-            return Err(e.into());
-        }
-    }
+    // The batch only sets how many images run at once.
+    let batch = ck.batch().min(test.len());
+    let plan = ck.plan(batch)?;
+    let Checkpoint { file, classes, norm, meta, .. } = ck;
     Ok(Loaded { file, plan, classes, norm, meta, test, batch })
 }
 

@@ -16,6 +16,7 @@ mod heatmap;
 mod interrupt;
 mod metrics;
 mod plot;
+mod predict;
 mod prune;
 #[cfg(test)]
 mod resume_fuzz;
@@ -69,6 +70,10 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Some(Command::Prune(args)) => {
             set_threads(args.model.threads)?;
             prune::run(&args)
+        }
+        Some(Command::Predict(args)) => {
+            set_threads(args.threads)?;
+            predict::run(&args)
         }
         None => compare_command(cli.compare),
     }

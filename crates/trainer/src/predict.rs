@@ -1,0 +1,280 @@
+//! `trainer predict`: classify your own pictures with a trained model.
+//!
+//! Each image (PNG, JPEG, GIF, BMP, TIFF, WebP; a folder stands for the
+//! images in it) is decoded with bounded memory, converted to the model's
+//! channels (grey, 16-bit and alpha images are converted, and the line says
+//! so), resized the way torchvision's `Resize(32)` + `CenterCrop(32)` does
+//! (shorter side to the model's size with a bilinear filter, then the
+//! centre cut out; an image already of that size is used as is), and
+//! normalised exactly as in training (the checkpoint's header holds the
+//! mean and std). Only the checkpoint is read, never a data set.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use graph::{argmax, probe, Shape};
+use image::{imageops, DynamicImage, ImageReader, Limits};
+
+use crate::augment::fill_batch;
+use crate::camgrid::{self, Row};
+use crate::cli::PredictArgs;
+use crate::data::Dataset;
+use crate::eval::Checkpoint;
+use crate::heatmap::{image_colours, upsample};
+
+/// Largest image side and decoded size accepted: a bounded decode.
+const MAX_SIDE: u32 = 16_384;
+const MAX_DECODED_BYTES: u64 = 512 << 20;
+
+/// File name endings read when a folder is given.
+const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"];
+
+/// The images named on the command line, folders expanded (sorted, not recursive).
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("{}: cannot list the folder", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .and_then(|e| e.to_str())
+                            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                })
+                .collect();
+            if found.is_empty() {
+                bail!("{}: no images in this folder ({})", path.display(), EXTENSIONS.join(", "));
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Decode `path` with bounded memory; the error names the file.
+fn decode(path: &Path) -> Result<DynamicImage> {
+    let name = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("{name}: cannot read the image"))?;
+    if !meta.is_file() {
+        bail!("{name}: not a regular file");
+    }
+    let mut reader = ImageReader::open(path)
+        .with_context(|| format!("{name}: cannot read the image"))?
+        .with_guessed_format()
+        .with_context(|| format!("{name}: cannot read the image"))?;
+    if reader.format().is_none() {
+        bail!("{name}: not an image this program reads (PNG, JPEG, GIF, BMP, TIFF, WebP)");
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => anyhow!(
+            "{name}: too large to decode (at most {MAX_SIDE} pixels a side and {} MiB decoded)",
+            MAX_DECODED_BYTES >> 20
+        ),
+        e => anyhow!("{name}: cannot decode the image ({})", first_line(&e.to_string())),
+    })
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("");
+    line.chars().take(200).collect()
+}
+
+/// The image as the model's `C x H x W` bytes, and what was converted.
+fn prepare(img: DynamicImage, input: Shape) -> Result<(Vec<u8>, Vec<String>)> {
+    let mut notes = Vec::new();
+    let color = img.color();
+    if color.has_alpha() {
+        notes.push("alpha channel ignored".to_string());
+    }
+    if color.bytes_per_pixel() / color.channel_count() > 1 {
+        notes.push(format!(
+            "{}-bit samples scaled to 8-bit",
+            8 * (color.bytes_per_pixel() / color.channel_count())
+        ));
+    }
+    let grey = !color.has_color();
+    let (w, h) = (img.width(), img.height());
+    let (tw, th) = (input.w as u32, input.h as u32);
+    let rgb = img.to_rgb8();
+    let rgb = if (w, h) == (tw, th) {
+        rgb
+    } else {
+        // Shorter side to the model's size, then the centre.
+        let scale = f64::max(tw as f64 / w as f64, th as f64 / h as f64);
+        let (sw, sh) =
+            (((w as f64 * scale).round() as u32).max(tw), ((h as f64 * scale).round() as u32).max(th));
+        let resized = imageops::resize(&rgb, sw, sh, imageops::FilterType::Triangle);
+        notes.push(format!("{w}x{h} resized to {sw}x{sh}, centre {tw}x{th} kept"));
+        imageops::crop_imm(&resized, (sw - tw) / 2, (sh - th) / 2, tw, th).to_image()
+    };
+    let plane = input.h * input.w;
+    let mut chw = vec![0u8; input.c * plane];
+    match input.c {
+        3 => {
+            if grey {
+                notes.push("grey converted to RGB".to_string());
+            }
+            for (i, px) in rgb.pixels().enumerate() {
+                for c in 0..3 {
+                    chw[c * plane + i] = px.0[c];
+                }
+            }
+        }
+        1 => {
+            if !grey {
+                notes.push("colour converted to grey".to_string());
+            }
+            let luma = DynamicImage::ImageRgb8(rgb).to_luma8();
+            chw.copy_from_slice(luma.as_raw());
+        }
+        c => bail!("the model takes {c}-channel images; predict reads 1- and 3-channel models"),
+    }
+    Ok((chw, notes))
+}
+
+fn softmax(z: &[f32]) -> Vec<f64> {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = z.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let total: f64 = e.iter().sum();
+    e.iter().map(|v| v / total).collect()
+}
+
+pub fn run(args: &PredictArgs) -> Result<()> {
+    if args.images.is_empty() {
+        bail!("name at least one image or folder");
+    }
+    let ck = Checkpoint::read(&args.checkpoint)?;
+    let images = expand(&args.images)?;
+    let input = ck.input;
+    let mut bytes = Vec::with_capacity(images.len() * input.len());
+    let mut notes = Vec::with_capacity(images.len());
+    for path in &images {
+        let (chw, note) = prepare(decode(path)?, input).with_context(|| path.display().to_string())?;
+        bytes.extend(chw);
+        notes.push(note);
+    }
+    let ds = Dataset {
+        images: bytes,
+        labels: vec![0; images.len()],
+        shape: [input.c, input.h, input.w],
+        class_names: ck.classes.clone(),
+    };
+    let batch = ck.batch().min(ds.len());
+    let mut plan = ck.plan(batch)?;
+    let k = ck.classes.len();
+    let mut logits = vec![0.0f32; ds.len() * k];
+    let mut x = vec![0.0f32; batch * input.len()];
+    let all: Vec<usize> = (0..ds.len()).collect();
+    for (idx, out) in all.chunks(batch).zip(logits.chunks_mut(batch * k)) {
+        let xs = &mut x[..idx.len() * input.len()];
+        // The same normalisation code as training and `eval`.
+        fill_batch(&ds, idx, &ck.norm, None, 0, 0, xs);
+        plan.predict(xs, out);
+    }
+    if let Some(dir) = &args.cam {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--cam {}: cannot create the folder", dir.display()))?;
+    }
+    for (i, path) in images.iter().enumerate() {
+        let z = &logits[i * k..(i + 1) * k];
+        let p = softmax(z);
+        let best = argmax(z);
+        if args.json {
+            let probs: serde_json::Map<String, serde_json::Value> =
+                ck.classes.iter().zip(&p).map(|(c, &v)| (c.clone(), v.into())).collect();
+            let line = serde_json::json!({
+                "image": path.display().to_string(),
+                "class": ck.classes[best],
+                "probabilities": probs,
+                "notes": notes[i],
+            });
+            println!("{line}");
+        } else {
+            let mut line = format!("{}: {} {:.4}  (", path.display(), ck.classes[best], p[best]);
+            for (j, (c, v)) in ck.classes.iter().zip(&p).enumerate() {
+                let _ = write!(line, "{}{c} {v:.4}", if j > 0 { ", " } else { "" });
+            }
+            line.push(')');
+            if !notes[i].is_empty() {
+                let _ = write!(line, "  [{}]", notes[i].join("; "));
+            }
+            println!("{line}");
+        }
+        if let Some(dir) = &args.cam {
+            let out = write_cam(&ck, &plan, &ds, i, z, path, dir)?;
+            if !args.json {
+                println!("  wrote {}", out.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The image with the map of its predicted class (CAM for a GAP head,
+/// Grad-CAM otherwise) and of the runner-up, drawn as `explain` draws a row.
+fn write_cam(
+    ck: &Checkpoint,
+    plan: &graph::Plan,
+    ds: &Dataset,
+    i: usize,
+    z: &[f32],
+    path: &Path,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let head = probe::head(plan).map_err(|e| anyhow!("--cam: {}: {e}", ck.file))?;
+    let mut norm = vec![0.0f32; 2 * ds.image_len()];
+    fill_batch(ds, &[i, i], &ck.norm, None, 0, 0, &mut norm);
+    let pred = argmax(z);
+    let other = (0..z.len()).filter(|&c| c != pred).max_by(|&a, &b| z[a].total_cmp(&z[b])).unwrap_or(pred);
+    let trace = probe::forward(plan, &norm);
+    let maps = probe::class_maps(plan, &head, &trace, &[pred, other]);
+    let [c, h, w] = ds.shape;
+    let shape = plan.nodes()[head.feature].out_shape;
+    let centre = probe::receptive_centre(plan, head.feature);
+    let len = head.plane_len;
+    let up = |j: usize| upsample(&maps.maps[j * len..(j + 1) * len], shape.h, shape.w, h, w, centre);
+    let p = softmax(z);
+    let margin: Vec<f32> =
+        (0..head.planes).map(|q| maps.contributions[q] - maps.contributions[head.planes + q]).collect();
+    let mut order: Vec<usize> = (0..head.planes).collect();
+    order.sort_by(|&a, &b| margin[b].abs().total_cmp(&margin[a].abs()).then(a.cmp(&b)));
+    let acts = trace.output(head.feature);
+    let name = |j: usize| ck.classes[j].as_str();
+    let row = Row {
+        image: image_colours(ds.image(i), c),
+        captions: [
+            path.file_name().map_or(String::new(), |n| n.to_string_lossy().chars().take(24).collect()),
+            format!("pred {} {:.3}", name(pred), p[pred]),
+            format!("2nd {}", name(other)),
+        ],
+        maps: [up(0), up(1)],
+        bars_caption: format!("planes: share of logit {} - {}", name(pred), name(other)),
+        bars: order
+            .iter()
+            .take(camgrid::TOP_PLANES)
+            .map(|&q| {
+                let mean = acts[q * len..(q + 1) * len].iter().sum::<f32>() / len as f32;
+                (format!("p{q}"), margin[q], mean)
+            })
+            .collect(),
+    };
+    let method = if head.cam { "CAM" } else { "Grad-CAM" };
+    let title = format!("{}: {method} of {}", ck.spec.name, plan.nodes()[head.feature].name);
+    let canvas = camgrid::render(&title, "= the row's max", &[row], h, w)?;
+    let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
+    let out = dir.join(format!("{stem}.cam.png"));
+    graph::write_atomic(&out, &canvas.to_png()?)
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    Ok(out)
+}
