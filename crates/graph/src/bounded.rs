@@ -60,6 +60,17 @@ fn explain(e: io::Error) -> io::Error {
     e
 }
 
+/// A missing file that is a symlink's target says so: the link itself is there.
+fn dangling(path: &Path, e: io::Error) -> io::Error {
+    match fs::read_link(path) {
+        Ok(target) if e.kind() == ErrorKind::NotFound => io::Error::new(
+            ErrorKind::NotFound,
+            format!("a symlink to {}, which does not exist", brief::text(&target.to_string_lossy(), 200)),
+        ),
+        _ => e,
+    }
+}
+
 /// Whether something (a file, directory, device, dangling or looping
 /// symlink, ...) sits at `path`: a layout's file that is there but wrong is
 /// reported as wrong, not as missing.
@@ -70,7 +81,7 @@ pub fn present(path: &Path) -> bool {
 /// Open `path` for reading if it is a regular file; returns it with its
 /// length. Missing files keep `ErrorKind::NotFound`.
 pub fn open_regular(path: &Path) -> io::Result<(File, u64)> {
-    let meta = fs::metadata(path).map_err(explain)?;
+    let meta = fs::metadata(path).map_err(|e| dangling(path, explain(e)))?;
     if !meta.is_file() {
         return Err(not_regular(meta.file_type()));
     }

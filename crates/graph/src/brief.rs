@@ -28,9 +28,8 @@ pub fn count(n: u64) -> String {
 /// a file) are escaped, so the result stays on one line.
 pub fn text(text: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut chars = 0;
-    for c in text.chars() {
-        if chars == max {
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
             let _ = write!(out, "... ({} characters)", count(text.chars().count() as u64));
             return out;
         }
@@ -39,7 +38,6 @@ pub fn text(text: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        chars += 1;
     }
     out
 }

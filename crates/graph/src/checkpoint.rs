@@ -109,7 +109,7 @@ impl Plan {
             for t in &self.tensors {
                 let name = format!("{}{}", arena.prefix(), t.name);
                 let Ok(view) = file.tensor(&name) else {
-                    let found = crate::brief::list(file.names(), crate::brief::LIST_ITEMS);
+                    let found = crate::brief::list(sorted(file.names()), crate::brief::LIST_ITEMS);
                     return fail(format!("{source}: tensor {name} is missing (the file holds: {found})"));
                 };
                 if view.dtype() != Dtype::F32 {
@@ -137,7 +137,7 @@ impl Plan {
             let known = |n: &str| {
                 arenas.iter().any(|a| self.tensors.iter().any(|t| n == format!("{}{}", a.prefix(), t.name)))
             };
-            let extra = file.names().into_iter().filter(|n| !known(n));
+            let extra = sorted(file.names().into_iter().filter(|n| !known(n)));
             return fail(format!(
                 "{source}: unexpected tensors for model {}: {}",
                 self.spec.name,
@@ -154,6 +154,14 @@ impl Plan {
     }
 }
 
+/// Names in a stable order (safetensors lists them in hash order), so the
+/// first few shown of a long list are the same every time.
+fn sorted<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    names
+}
+
 /// A parser's message, which may quote a value from the file, cut short.
 fn short(e: impl fmt::Display) -> String {
     crate::brief::text(&e.to_string(), 200)
@@ -165,8 +173,9 @@ fn parse<'a>(bytes: &'a [u8], source: &str) -> Result<(SafeTensors<'a>, Metadata
     let (_, header) = SafeTensors::read_metadata(bytes)
         .or_else(|e| fail(format!("{source}: not a readable safetensors file ({})", short(e))))?;
     let metadata = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
-        Some(json) => serde_json::from_str(json)
-            .or_else(|e| fail(format!("{source}: unreadable {META_KEY:?} metadata in the header ({})", short(e))))?,
+        Some(json) => serde_json::from_str(json).or_else(|e| {
+            fail(format!("{source}: unreadable {META_KEY:?} metadata in the header ({})", short(e)))
+        })?,
         None => Metadata::new(),
     };
     Ok((file, metadata))

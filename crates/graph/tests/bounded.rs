@@ -68,7 +68,10 @@ fn capped_reads_refuse_a_file_by_its_size() {
     let e = bounded::read_capped(&sparse, 1 << 20, "model spec file").unwrap_err().to_string();
     assert!(e.starts_with("4.7 GiB (5,000,000,001 bytes) is more than the 1 MiB"), "{e}");
     std::fs::write(&path, b"ok\n\xff").unwrap();
-    assert_eq!(bounded::read_text(&path, 100, "x").unwrap_err().to_string(), "not UTF-8 text (byte offset 3)");
+    assert_eq!(
+        bounded::read_text(&path, 100, "x").unwrap_err().to_string(),
+        "not UTF-8 text (byte offset 3)"
+    );
 }
 
 #[test]
@@ -87,7 +90,10 @@ fn safetensors_are_read_by_their_framing() {
         (good[..good.len() - 9].to_vec(), "follow it; truncated?)"),
         ([&good[..], b"extra"].concat(), "follow it)"),
         ([&2u64.to_le_bytes()[..], b"[]"].concat(), "its header is not a JSON object"),
-        ([&33u64.to_le_bytes()[..], br#"{"a":{"dtype":"F32","shape":[1]}}"#].concat(), "tensor a has no data_offsets"),
+        (
+            [&33u64.to_le_bytes()[..], br#"{"a":{"dtype":"F32","shape":[1]}}"#].concat(),
+            "tensor a has no data_offsets",
+        ),
     ];
     for (bytes, needle) in cases {
         std::fs::write(&path, &bytes).unwrap();
