@@ -14,7 +14,6 @@
 //! `kill -9` at any moment leaves the previous complete file or the new one.
 
 use std::fs;
-use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -116,11 +115,10 @@ pub fn read(
 ) -> Result<Option<Progress>> {
     let path = out.join(STATE);
     let file = path.display().to_string();
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("{file}: cannot read the checkpoint")),
-    };
+    if !graph::bounded::present(&path) {
+        return Ok(None);
+    }
+    let bytes = graph::bounded::read_safetensors(&path, &file)?;
     // Tensors first: a mismatch there names the tensor and both shapes.
     let meta = plan.load_safetensors(&[Arena::Params, Arena::Velocity], &bytes, &file)?;
     let (spec, _, _) = read_model(&bytes, &file)?;

@@ -33,6 +33,10 @@ pub enum Command {
     Prune(PruneArgs),
 }
 
+/// The ceiling of `--threads`: a fixed 1024, many times the cores of any
+/// machine this engine runs on, so that a typo cannot spawn millions.
+pub const MAX_THREADS: usize = 1024;
+
 /// The two training recipes.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,7 +105,7 @@ pub struct RunArgs {
     /// Seed for initialisation, shuffling and augmentation
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Worker threads (default: all cores)
+    /// Worker threads, 1 to 1024 (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
     /// Turn off random crops and flips
@@ -154,7 +158,7 @@ pub struct EvalArgs {
     /// Use only the first N test images
     #[arg(long)]
     pub limit_test: Option<usize>,
-    /// Worker threads (default: all cores)
+    /// Worker threads, 1 to 1024 (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
 }

@@ -41,7 +41,7 @@ pub fn load(args: &EvalArgs) -> Result<Loaded> {
     let EvalArgs { checkpoint, limit_test, .. } = args;
     let (data, limit_test) = (args.data.as_deref(), *limit_test);
     let file = checkpoint.display().to_string();
-    let bytes = std::fs::read(checkpoint).with_context(|| format!("{file}: cannot read the checkpoint"))?;
+    let bytes = graph::bounded::read_safetensors(checkpoint, &file)?;
     let (spec, input, meta) = read_model(&bytes, &file)?;
     let classes: Vec<String> = meta_json(&meta, "classes", &file)?;
     let norm =
