@@ -109,7 +109,7 @@ impl Plan {
             for t in &self.tensors {
                 let name = format!("{}{}", arena.prefix(), t.name);
                 let Ok(view) = file.tensor(&name) else {
-                    let found = file.names().into_iter().map(String::from).collect::<Vec<_>>().join(", ");
+                    let found = crate::brief::list(sorted(file.names()), crate::brief::LIST_ITEMS);
                     return fail(format!("{source}: tensor {name} is missing (the file holds: {found})"));
                 };
                 if view.dtype() != Dtype::F32 {
@@ -117,8 +117,8 @@ impl Plan {
                 }
                 if view.shape() != t.shape.as_slice() {
                     return fail(format!(
-                        "{source}: tensor {name} has shape {:?} but model {} expects {:?}",
-                        view.shape(),
+                        "{source}: tensor {name} has shape {} but model {} expects {:?}",
+                        crate::brief::text(&format!("{:?}", view.shape()), 80),
                         self.spec.name,
                         t.shape
                     ));
@@ -137,12 +137,11 @@ impl Plan {
             let known = |n: &str| {
                 arenas.iter().any(|a| self.tensors.iter().any(|t| n == format!("{}{}", a.prefix(), t.name)))
             };
-            let extra: Vec<String> =
-                file.names().into_iter().filter(|n| !known(n)).map(String::from).collect();
+            let extra = sorted(file.names().into_iter().filter(|n| !known(n)));
             return fail(format!(
                 "{source}: unexpected tensors for model {}: {}",
                 self.spec.name,
-                extra.join(", ")
+                crate::brief::list(extra, crate::brief::LIST_ITEMS)
             ));
         }
         for (arena, values) in loaded {
@@ -155,14 +154,28 @@ impl Plan {
     }
 }
 
+/// Names in a stable order (safetensors lists them in hash order), so the
+/// first few shown of a long list are the same every time.
+fn sorted<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    names
+}
+
+/// A parser's message, which may quote a value from the file, cut short.
+fn short(e: impl fmt::Display) -> String {
+    crate::brief::text(&e.to_string(), 200)
+}
+
 fn parse<'a>(bytes: &'a [u8], source: &str) -> Result<(SafeTensors<'a>, Metadata), CheckpointError> {
     let file = SafeTensors::deserialize(bytes)
-        .or_else(|e| fail(format!("{source}: not a readable safetensors file ({e})")))?;
+        .or_else(|e| fail(format!("{source}: not a readable safetensors file ({})", short(e))))?;
     let (_, header) = SafeTensors::read_metadata(bytes)
-        .or_else(|e| fail(format!("{source}: not a readable safetensors file ({e})")))?;
+        .or_else(|e| fail(format!("{source}: not a readable safetensors file ({})", short(e))))?;
     let metadata = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
-        Some(json) => serde_json::from_str(json)
-            .or_else(|e| fail(format!("{source}: unreadable {META_KEY:?} metadata in the header ({e})")))?,
+        Some(json) => serde_json::from_str(json).or_else(|e| {
+            fail(format!("{source}: unreadable {META_KEY:?} metadata in the header ({})", short(e)))
+        })?,
         None => Metadata::new(),
     };
     Ok((file, metadata))
@@ -176,7 +189,7 @@ pub fn read_model(bytes: &[u8], source: &str) -> Result<(ModelSpec, Shape, Metad
         return fail(format!("{source}: no model spec in the header (not written by gapnet?)"));
     };
     let spec: ModelSpec = serde_json::from_str(spec)
-        .or_else(|e| fail(format!("{source}: unreadable model spec in the header: {e}")))?;
+        .or_else(|e| fail(format!("{source}: unreadable model spec in the header: {}", short(e))))?;
     let input = metadata.get(META_INPUT).map(|s| serde_json::from_str::<[usize; 3]>(s));
     let Some(Ok([c, h, w])) = input else {
         return fail(format!("{source}: no readable input shape in the header"));
@@ -193,6 +206,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         _ => Path::new("."),
     };
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    // The rename would replace a device or FIFO with a regular file.
+    crate::bounded::check_output(path)?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp)?;

@@ -11,10 +11,15 @@
 //! - [`optim`]: SGD with momentum and weight decay (and the original
 //!   engine's clipped dense step).
 //! - [`checkpoint`]: parameters and optimizer state as safetensors.
+//! - [`bounded`]: reading untrusted files (regular files only, size limits)
+//!   and refusing to write over anything but a regular file.
+//! - [`brief`]: shortening values and lists so that messages stay one line.
 //! - [`inspect`]: read-only health checks (dead ReLUs) and a memory bound.
 //! - [`probe`]: looking inside: per-node activations, logit gradients,
 //!   class activation maps and plane pruning (allocates; not the hot path).
 
+pub mod bounded;
+pub mod brief;
 pub mod checkpoint;
 pub mod exec;
 pub mod inspect;

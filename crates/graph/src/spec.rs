@@ -86,9 +86,10 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// Parse a model spec file (TOML): `name = "..."` and one
     /// `[[layers]]` table per layer (see [`LayerSpec`]). The error text
-    /// names the line and the offending key or layer type.
+    /// starts `line L, column C: ` and the parser's message, then shows the
+    /// offending line with a caret beneath the column (see [`toml_error`]).
     pub fn from_toml(text: &str) -> Result<ModelSpec, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+        toml::from_str(text).map_err(|e| toml_error(text, e.message(), e.span()))
     }
 
     /// The spec as TOML, the format [`ModelSpec::from_toml`] reads.
@@ -127,6 +128,49 @@ impl ModelSpec {
         }
         self
     }
+}
+
+/// Characters of the offending line shown before and after the error's
+/// column: a line of a megabyte (a deeply nested array) shows a window.
+const CONTEXT_BEFORE: usize = 60;
+const CONTEXT_AFTER: usize = 40;
+
+/// A parse error of `text` as three short lines: `line L, column C:
+/// message`, the line itself (cut to a window around the column) and a
+/// caret beneath the column, as compilers show them. Without a span, the
+/// message alone. The message is cut short too: it may quote a value.
+pub fn toml_error(text: &str, message: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let message = crate::brief::text(message.trim(), 200);
+    let Some(span) = span else { return message };
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let number = text[..start].matches('\n').count() + 1;
+    let chars: Vec<char> = text[line_start..line_end].trim_end_matches('\r').chars().collect();
+    let column = text[line_start..start].chars().count();
+    let from = column.saturating_sub(CONTEXT_BEFORE);
+    let to = chars.len().min(column + CONTEXT_AFTER).max(from);
+    // Tabs and other control characters as spaces, so the caret lines up.
+    let mut shown: String = chars[from..to].iter().map(|&c| if c.is_control() { ' ' } else { c }).collect();
+    let mut pad = column - from;
+    if from > 0 {
+        shown.insert_str(0, "...");
+        pad += 3;
+    }
+    if to < chars.len() {
+        shown.push_str("...");
+    }
+    let width = text.get(start..span.end.min(text.len())).map_or(1, |s| s.chars().count());
+    let carets = "^".repeat(width.clamp(1, (to.max(column + 1) - column).min(CONTEXT_AFTER)));
+    let gutter = " ".repeat(number.to_string().len());
+    format!(
+        "line {number}, column {}: {message}\n {number} | {shown}\n {gutter} | {}{carets}",
+        column + 1,
+        " ".repeat(pad)
+    )
 }
 
 /// Names accepted by [`preset`].

@@ -23,8 +23,6 @@
 //! Everything read back is checked as untrusted input: against the run's
 //! `config.json`, the data, and itself.
 
-use std::fs;
-use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -278,23 +276,20 @@ pub fn read(
 ) -> Result<Option<Loaded>> {
     let path = out.join(STATE);
     let file = path.display().to_string();
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            // The model exists only after a commit: a state removed by hand
-            // cannot be told from a run that never started.
-            if out.join(MODEL).exists() {
-                bail!(
-                    "{file} is missing but {} is there, so the run had been checkpointed: without its state \
-                     (parameters and momentum) it cannot continue bit for bit; start a new run with another \
-                     --out (the model file is kept)",
-                    out.join(MODEL).display()
-                );
-            }
-            return Ok(None);
+    if !graph::bounded::present(&path) {
+        // The model exists only after a commit: a state removed by hand
+        // cannot be told from a run that never started.
+        if out.join(MODEL).exists() {
+            bail!(
+                "{file} is missing but {} is there, so the run had been checkpointed: without its state \
+                 (parameters and momentum) it cannot continue bit for bit; start a new run with another \
+                 --out (the model file is kept)",
+                out.join(MODEL).display()
+            );
         }
-        Err(e) => return Err(e).with_context(|| format!("{file}: cannot read the checkpoint")),
-    };
+        return Ok(None);
+    }
+    let bytes = graph::bounded::read_safetensors(&path, &file)?;
     // Tensors first: a mismatch there names the tensor and both shapes.
     let meta = plan.load_safetensors(&[Arena::Params, Arena::Velocity], &bytes, &file)?;
     let (spec, _, _) = read_model(&bytes, &file)?;

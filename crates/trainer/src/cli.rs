@@ -40,6 +40,10 @@ pub enum Command {
     Predict(PredictArgs),
 }
 
+/// The ceiling of `--threads`: a fixed 1024, many times the cores of any
+/// machine this engine runs on, so that a typo cannot spawn millions.
+pub const MAX_THREADS: usize = 1024;
+
 /// The two training recipes.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,7 +112,7 @@ pub struct RunArgs {
     /// Seed for initialisation, shuffling and augmentation
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Worker threads (default: all cores)
+    /// Worker threads, 1 to 1024 (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
     /// Turn off random crops and flips
@@ -161,7 +165,7 @@ pub struct EvalArgs {
     /// Use only the first N test images
     #[arg(long)]
     pub limit_test: Option<usize>,
-    /// Worker threads (default: all cores)
+    /// Worker threads, 1 to 1024 (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
 }

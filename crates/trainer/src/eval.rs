@@ -53,7 +53,7 @@ impl Checkpoint {
     /// the normalisation the model was trained with.
     pub fn read(path: &std::path::Path) -> Result<Checkpoint> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path).with_context(|| format!("{file}: cannot read the checkpoint"))?;
+        let bytes = graph::bounded::read_safetensors(path, &file)?;
         let (spec, input, meta) = read_model(&bytes, &file)?;
         let classes: Vec<String> = meta_json(&meta, "classes", &file)?;
         let norm = Normalizer {

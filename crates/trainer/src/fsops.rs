@@ -68,6 +68,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// or the new one, never a torn one: a temporary file in the same folder,
 /// written and fsynced, renamed over `path`, then the folder fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    // Never rename over a device, FIFO or folder.
+    graph::bounded::check_output(path)?;
     let dir = parent(path);
     let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no file name"))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));

@@ -79,9 +79,20 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
     }
 }
 
+/// The most a `config.json` may hold: a run's settings and model spec are
+/// a few kilobytes.
+const CONFIG_LIMIT: u64 = 1 << 20;
+
+/// Checked before any thread starts: each worker is an OS thread with its
+/// own stack, and far more of them than cores only slows a run down.
 fn set_threads(threads: Option<usize>) -> Result<()> {
     match threads {
         Some(0) => bail!("--threads 0: use 1 or more (or leave it out to use every core)"),
+        Some(n) if n > cli::MAX_THREADS => bail!(
+            "--threads {n}: at most {} worker threads (this machine has {} cores)",
+            cli::MAX_THREADS,
+            std::thread::available_parallelism().map_or(1, |c| c.get())
+        ),
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -172,9 +183,10 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
             }
             let lock = fsops::RunLock::acquire(dir)?;
             let path = dir.join(CONFIG);
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("--resume {}: no run there ({} is missing)", dir.display(), path.display())
-            })?;
+            let text =
+                graph::bounded::read_text(&path, CONFIG_LIMIT, "run configuration").with_context(|| {
+                    format!("--resume {}: no run there ({} is missing)", dir.display(), path.display())
+                })?;
             let saved: RunConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a run configuration", path.display()))?;
             train::check_saved(&saved, &path)?;

@@ -100,9 +100,13 @@ pub fn write_all(dir: &Path, rows: &[EpochRow]) -> Result<()> {
     Ok(())
 }
 
+/// The most a `metrics.jsonl` may hold: a row is about 250 bytes, so this
+/// is some 250,000 epochs.
+const JSONL_LIMIT: u64 = 64 << 20;
+
 /// Read the rows of a `metrics.jsonl`; a missing file has none.
 pub fn read_jsonl(path: &Path) -> Result<Vec<EpochRow>> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match graph::bounded::read_text(path, JSONL_LIMIT, "metrics file") {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),

@@ -16,6 +16,10 @@ use crate::cli::PruneArgs;
 use crate::eval::{self, Loaded};
 
 pub fn run(args: &PruneArgs) -> Result<()> {
+    // Before the work: `--out` may only replace a regular file.
+    if let Some(out) = &args.out {
+        graph::bounded::check_output(out).map_err(|e| anyhow!("--out {}: {e}", out.display()))?;
+    }
     let mut loaded = eval::load(&args.model)?;
     let head = probe::head(&loaded.plan).map_err(|e| anyhow!("{}: {e}", loaded.file))?;
     match &args.planes {

@@ -6,7 +6,6 @@
 //! Every update is checked first: a non-finite loss or gradient stops the
 //! run (or skips the batch), and dead layers are reported (`health.rs`).
 
-use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -100,15 +99,19 @@ impl RunConfig {
     }
 }
 
+/// The most a model spec file may hold: a spec of thousands of layers is a
+/// few hundred kilobytes.
+const SPEC_FILE_LIMIT: u64 = 1 << 20;
+
 /// A preset by name, or a TOML spec file by path.
 pub fn resolve_model(model: &str) -> Result<ModelSpec> {
     if let Some(spec) = preset(model) {
         return Ok(spec);
     }
     let path = Path::new(model);
-    if path.exists() {
-        let text =
-            fs::read_to_string(path).with_context(|| format!("{model}: cannot read the model spec file"))?;
+    if graph::bounded::present(path) {
+        let text = graph::bounded::read_text(path, SPEC_FILE_LIMIT, "model spec file")
+            .with_context(|| format!("{model}: cannot read the model spec file"))?;
         return ModelSpec::from_toml(&text).map_err(|e| anyhow::anyhow!("{model}: {e}"));
     }
     bail!("--model {model}: not a preset ({}) and no such spec file", PRESETS.join(", "))
@@ -161,9 +164,7 @@ pub fn validate(c: &RunConfig) -> Result<()> {
     if c.batch == 0 {
         bail!("--batch 0: a batch needs at least one image");
     }
-    if !(c.lr.is_finite() && c.lr > 0.0) {
-        bail!("--lr {}: the learning rate must be a positive number", c.lr);
-    }
+    check_lr(c.lr)?;
     if c.checkpoint_every == 0 {
         bail!("--checkpoint-every 0: use 1 or more (epochs between checkpoints)");
     }
@@ -233,6 +234,27 @@ fn schedule_note(previous: &RunConfig, config: &RunConfig, next: usize) -> Optio
         short(before),
         previous.epochs
     ))
+}
+
+/// The engine computes in f32: a learning rate must be a positive, normal
+/// f32 (1e-60 is 0 there and nothing would train; 1e300 is infinite).
+pub fn check_lr(lr: f64) -> Result<()> {
+    let shown = graph::brief::number(lr);
+    if lr.is_nan() || lr <= 0.0 {
+        bail!("--lr {shown}: the learning rate must be a positive number");
+    }
+    let single = lr as f32;
+    if single.is_infinite() {
+        bail!("--lr {shown}: too large for f32, the engine's precision (at most {:e})", f32::MAX);
+    }
+    if !single.is_normal() {
+        bail!(
+            "--lr {shown}: too small for f32, the engine's precision ({} there; at least {:e}); nothing would train",
+            if single == 0.0 { "0" } else { "subnormal" },
+            f32::MIN_POSITIVE
+        );
+    }
+    Ok(())
 }
 
 /// What a finished (or resumed-and-finished) run leaves behind.
@@ -565,7 +587,7 @@ fn repair(
     let mut repaired = Vec::new();
     let check = |name: &str, want: &[u8], repaired: &mut Vec<String>| -> Result<bool> {
         let path = out.join(name);
-        let why = match fs::read(&path) {
+        let why = match graph::bounded::read_capped(&path, want.len() as u64 + 1, name) {
             Ok(have) if have == want => return Ok(false),
             Ok(_) => "stale",
             Err(_) => "missing",

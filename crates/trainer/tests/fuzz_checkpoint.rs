@@ -3,8 +3,8 @@
 //! bytes, the header's numbers and its length prefix overwritten with edge
 //! values, the header's JSON edited: dtypes, shapes, offsets, the model
 //! spec). Each input goes down the paths `trainer eval` and `trainer train
-//! --resume` take: `read_model`, the memory check, `Plan::new`,
-//! `load_safetensors`. None may panic; a refused file changes nothing and
+//! --resume` take: the bounded file reader, `read_model`, the memory
+//! check, `Plan::new`, `load_safetensors`. None may panic; a refused file changes nothing and
 //! gets a one-line message naming it.
 //!
 //! `GAPNET_FUZZ_CASES=N` sets the cases per harness; `PROPTEST_RNG_SEED=S`
@@ -63,6 +63,8 @@ thread_local! {
     /// The run's plan, built once per test thread (building one per case
     /// would take most of the budget); `exercise` restores it after each use.
     static PLAN: RefCell<Plan> = RefCell::new(plan());
+    /// A folder for the file each case is written to.
+    static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
 }
 
 /// Runs `bytes` through eval's and resume's paths.
@@ -78,6 +80,21 @@ fn exercise_with(p: &mut Plan, bytes: &[u8]) {
             "not a one-line message naming the file: {msg:?}"
         );
     };
+    // The file reader, where eval and resume start: it reads by the
+    // framing, so it must return exactly the file, and refuse (in one
+    // line) only files that the parser refuses as well.
+    let read = DIR.with(|dir| {
+        let path = dir.path().join(SOURCE);
+        std::fs::write(&path, bytes).unwrap();
+        graph::bounded::read_safetensors(&path, SOURCE)
+    });
+    match &read {
+        Ok(back) => assert!(back == bytes, "the reader changed the file"),
+        Err(e) => {
+            one_line(e);
+            assert!(read_model(bytes, SOURCE).is_err(), "the reader refused a readable file: {e}");
+        }
+    }
     // eval: the model the file describes.
     match read_model(bytes, SOURCE) {
         Ok((spec, input, _)) => {

@@ -1,8 +1,9 @@
 //! CIFAR-10 binary records: 1 label byte (0..=9, CIFAR-10 numbering) then
 //! 3,072 pixel bytes (R, G, B planes of 32x32, row-major). No header.
 
-use super::{finish_classes, resolve_classes, Counts, Dataset, Format, Splits};
+use super::{finish_classes, resolve_classes, Counts, Dataset, Format, Splits, DATA_FILE_LIMIT};
 use anyhow::{anyhow, bail, Result};
+use graph::bounded;
 use std::path::{Path, PathBuf};
 
 /// Pixel bytes per image.
@@ -14,6 +15,9 @@ pub const CIFAR10_NAMES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 /// The class-name file of both CIFAR layouts.
 pub const META_FILE: &str = "batches.meta.txt";
+/// The most a class-name file may hold: labels are bytes, so at most 256
+/// names are read from it.
+const META_LIMIT: u64 = 1 << 20;
 
 /// The train files and the test file of a layout.
 fn files(dir: &Path, format: Format) -> (Vec<PathBuf>, PathBuf, &'static str) {
@@ -36,16 +40,14 @@ fn files(dir: &Path, format: Format) -> (Vec<PathBuf>, PathBuf, &'static str) {
 /// CIFAR-10 names if the file is absent. Returns the names and where they came from.
 pub fn read_meta(dir: &Path) -> Result<(Vec<String>, String)> {
     let path = dir.join(META_FILE);
-    if !path.exists() {
+    if !bounded::present(&path) {
         return Ok((
             CIFAR10_NAMES.iter().map(|s| s.to_string()).collect(),
             "the standard CIFAR-10 names".into(),
         ));
     }
-    let bytes = std::fs::read(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow!("{}: not UTF-8 text (byte offset {})", path.display(), e.utf8_error().valid_up_to())
-    })?;
+    let text = bounded::read_text(&path, META_LIMIT, "class-name file")
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     while names.last().is_some_and(|n| n.is_empty()) {
         names.pop();
@@ -84,10 +86,43 @@ pub fn check_records(path: &Path, bytes: &[u8]) -> Result<Counts> {
     Ok(counts)
 }
 
+/// Checks a records file by its size alone, before reading it: a size that
+/// is not a whole number of records, or beyond [`DATA_FILE_LIMIT`], is
+/// refused at once (a 50 GB sparse file costs nothing to refuse).
+pub fn check_size(path: &Path, len: u64) -> Result<()> {
+    if len == 0 {
+        bail!("{}: empty file", path.display());
+    }
+    if !len.is_multiple_of(RECORD_BYTES as u64) {
+        bail!(
+            "{}: {len} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR records (truncated download?)",
+            path.display()
+        );
+    }
+    if len > DATA_FILE_LIMIT {
+        bail!(
+            "{}: {} bytes ({} records) is more than the {} a data file may hold (the data set is held in memory)",
+            path.display(),
+            graph::brief::count(len),
+            graph::brief::count(len / RECORD_BYTES as u64),
+            bounded::size(DATA_FILE_LIMIT)
+        );
+    }
+    Ok(())
+}
+
+/// The bytes of a records file, checked by size first ([`check_size`]).
+pub fn read_records(path: &Path) -> Result<Vec<u8>> {
+    let io = |e: std::io::Error| anyhow!("{}: {e}", path.display());
+    let (file, len) = bounded::open_regular(path).map_err(io)?;
+    check_size(path, len)?;
+    bounded::read_len(file, len, DATA_FILE_LIMIT, "data file").map_err(io)
+}
+
 /// Reads and checks one file, appending the records whose label is in `keep`
 /// (raw labels) to `ds`, and adds its label counts to `counts`.
 fn read_file(path: &Path, keep: &[bool; 256], ds: &mut Dataset, counts: &mut Counts) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let bytes = read_records(path)?;
     let file_counts = check_records(path, &bytes)?;
     let kept: usize = (0..256).filter(|&l| keep[l]).map(|l| file_counts[l]).sum();
     ds.images.reserve(kept * IMAGE_BYTES);
@@ -106,7 +141,7 @@ fn read_file(path: &Path, keep: &[bool; 256], ds: &mut Dataset, counts: &mut Cou
 pub(crate) fn load(dir: &Path, format: Format, classes: &[String]) -> Result<Splits> {
     let (train_files, test_file, layout) = files(dir, format);
     for f in train_files.iter().chain(std::iter::once(&test_file)) {
-        if !f.is_file() {
+        if !bounded::present(f) {
             bail!("{}: missing ({layout})", f.display());
         }
     }

@@ -187,19 +187,22 @@ fn check_cifar(bytes: &[u8]) {
     }
 }
 
-/// Checks what the IDX parsers accepted (after gunzip, if it applies).
+/// The IDX stream of `bytes`, named `path` (gunzipped if that applies).
+fn idx_stream<'a>(path: &Path, bytes: &'a [u8]) -> Result<idx::Stream<'a>> {
+    idx::stream(path, bytes, bytes.len() as u64)
+}
+
+/// Checks what the IDX readers accepted (after gunzip, if it applies):
+/// exactly the data the header declares, whatever the file holds.
 fn check_idx(name: &str, bytes: Vec<u8>) {
     let path = Path::new(name);
-    let r = idx::decode_maybe_gz(path, bytes);
-    one_line(&r);
-    let Ok(bytes) = r else { return };
-    let images = idx::parse_images(path, bytes.clone());
+    let images = idx_stream(path, &bytes).and_then(|s| idx::parse_images(path, s));
     one_line(&images);
     if let Ok((pixels, n, [rows, cols])) = images {
         assert_eq!(pixels.len(), n * rows * cols);
         assert!(n > 0 && rows > 0 && cols > 0);
     }
-    let labels = idx::parse_labels(path, bytes);
+    let labels = idx_stream(path, &bytes).and_then(|s| idx::parse_labels(path, s));
     one_line(&labels);
     if let Ok(labels) = labels {
         assert!(!labels.is_empty());
@@ -307,12 +310,21 @@ fn the_mutations_reach_every_kind_of_error() {
     );
     assert!(errs(mutated(rec.clone(), &[Mutation::Flip(At::fraction(0.0), 0x40)])).contains("has label 64"));
     let img = idx_images(2, 3, 3);
-    let parse = |bytes: Vec<u8>| format!("{:#}", idx::parse_images(Path::new("i"), bytes).unwrap_err());
+    let parse = |bytes: Vec<u8>| {
+        let i = Path::new("i");
+        format!("{:#}", idx_stream(i, &bytes).and_then(|s| idx::parse_images(i, s)).unwrap_err())
+    };
     let number = |field, value| Mutation::Number { field, at: At::fraction(0.0), value };
     assert!(parse(mutated(img.clone(), &[number(0, 0x0d03)])).contains("not an IDX file"));
     assert!(parse(mutated(img.clone(), &[number(1, 0xffff_ffff)])).contains("IDX header says 4294967295x3x3"));
     assert!(parse(mutated(img, &[number(2, 0)])).contains("no images"));
     let gz = mutated(gzip(&idx_images(2, 3, 3)), &[Mutation::Truncate(At::fraction(0.6))]);
-    let e = idx::decode_maybe_gz(Path::new("i.gz"), gz).unwrap_err();
+    let i = Path::new("i.gz");
+    let e = idx_stream(i, &gz).and_then(|s| idx::parse_images(i, s)).unwrap_err();
     assert!(format!("{e:#}").contains("corrupt gzip"), "{e:#}");
+    // More data inflated than the header declares: refused after one byte more.
+    let mut long = idx_images(2, 3, 3);
+    long.push(7);
+    let e = idx_stream(i, &gzip(&long)).and_then(|s| idx::parse_images(i, s)).unwrap_err();
+    assert!(format!("{e:#}").contains("more data than its header declares"), "{e:#}");
 }

@@ -81,6 +81,12 @@ pub enum Format {
     Idx,
 }
 
+/// The most one data file may hold (or, gzipped, inflate to): the whole
+/// data set is held in memory, and 4 GiB is 1.4 million CIFAR records,
+/// 28 times CIFAR-10. A larger file is refused by its size or header,
+/// before it is read.
+pub const DATA_FILE_LIMIT: u64 = 4 << 30;
+
 /// The environment variable naming the data directory.
 pub const ENV_VAR: &str = "CIFAR10_DIR";
 
@@ -101,14 +107,14 @@ pub fn locate(flag: Option<&Path>) -> Result<PathBuf> {
 pub fn locate_with(flag: Option<&Path>, env: Option<OsString>, search: &[PathBuf]) -> Result<PathBuf> {
     if let Some(dir) = flag {
         if !dir.is_dir() {
-            bail!("--data {}: no such directory", dir.display());
+            bail!("--data {}: {}", dir.display(), not_a_directory(dir));
         }
         return Ok(dir.to_path_buf());
     }
     if let Some(value) = env.filter(|v| !v.is_empty()) {
         let dir = PathBuf::from(value);
         if !dir.is_dir() {
-            bail!("{ENV_VAR}={}: no such directory", dir.display());
+            bail!("{ENV_VAR}={}: {}", dir.display(), not_a_directory(&dir));
         }
         return Ok(dir);
     }
@@ -128,6 +134,15 @@ pub fn locate_with(flag: Option<&Path>, env: Option<OsString>, search: &[PathBuf
          binary archive into datasets/) or pass --data DIR / set {ENV_VAR}",
         looked.join(", ")
     )
+}
+
+/// Why `path` is not a directory: `no such directory`, or what it is instead.
+fn not_a_directory(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(meta) => format!("{}, not a directory", graph::bounded::describe(meta.file_type())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such directory".to_string(),
+        Err(e) => format!("not a readable directory ({e})"),
+    }
 }
 
 /// The default places to look for data, in order: under the workspace root
@@ -158,7 +173,7 @@ pub fn default_search_path() -> Vec<PathBuf> {
 fn has_data_files(dir: &Path) -> bool {
     ["train.bin", "data_batch_1.bin", "train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"]
         .iter()
-        .any(|f| dir.join(f).is_file())
+        .any(|f| graph::bounded::present(&dir.join(f)))
 }
 
 /// Detects the layout in `dir` and loads both splits, keeping only `classes`
@@ -179,7 +194,9 @@ fn has_data_files(dir: &Path) -> bool {
 /// the record/byte offset), an unknown class name, a class requested twice,
 /// and a requested class with no record in the training or the test split.
 pub fn load(dir: &Path, classes: &[String]) -> Result<Splits> {
-    let exists = |f: &str| dir.join(f).is_file();
+    // Anything at a layout's name counts (a directory or FIFO there is
+    // then refused by name, not called missing).
+    let exists = |f: &str| graph::bounded::present(&dir.join(f));
     if exists("train.bin") || exists("test.bin") {
         return cifar::load(dir, Format::CifarTwoClass, classes);
     }
@@ -219,10 +236,11 @@ pub(crate) fn resolve_classes(
     for name in requested {
         let wanted = name.trim();
         let Some(label) = table.iter().position(|t| t.eq_ignore_ascii_case(wanted)) else {
+            let wanted = graph::brief::text(wanted, graph::brief::ITEM_CHARS);
             bail!(
                 "{}: unknown class '{wanted}' (known classes, from {table_desc}: {})",
                 dir.display(),
-                table.join(", ")
+                graph::brief::list(table, 20)
             );
         };
         let Ok(label) = u8::try_from(label) else {
@@ -254,8 +272,8 @@ pub(crate) fn finish_classes(
     train: (&Counts, &str),
     test: (&Counts, &str),
 ) -> Result<([u32; 256], Vec<String>)> {
-    let present = |c: &Counts| -> Vec<String> {
-        (0..256).filter(|&l| c[l] > 0).map(|l| class_name(table, l)).collect()
+    let present = |c: &Counts| -> String {
+        graph::brief::list((0..256).filter(|&l| c[l] > 0).map(|l| class_name(table, l)), 20)
     };
     let chosen: Vec<u8> = match raw {
         Some(r) => r.to_vec(),
@@ -271,21 +289,17 @@ pub(crate) fn finish_classes(
             (false, false) => {
                 let mut all = *train.0;
                 all.iter_mut().zip(test.0.iter()).for_each(|(a, b)| *a += b);
-                bail!(
-                    "{}: class '{name}' is not in these files (found: {})",
-                    dir.display(),
-                    present(&all).join(", ")
-                );
+                bail!("{}: class '{name}' is not in these files (found: {})", dir.display(), present(&all));
             }
             (false, true) => bail!(
                 "{}: class '{name}' has no record in the training split (found there: {})",
                 train.1,
-                present(train.0).join(", ")
+                present(train.0)
             ),
             (true, false) => bail!(
                 "{}: class '{name}' has no record in the test split (found there: {})",
                 test.1,
-                present(test.0).join(", ")
+                present(test.0)
             ),
         }
     }

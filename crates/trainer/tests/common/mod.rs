@@ -95,6 +95,33 @@ pub fn one_line_error(out: &Output, needles: &[&str], context: &str) -> String {
     errors[0].to_string()
 }
 
+/// Asserts that the run failed with exit status 1, no panic, and a parse
+/// error in the compiler's form: one `error:` line that contains every one
+/// of `needles`, then the offending line (` N | ...`) and a caret line
+/// (`   | ^`) beneath it, each short. Returns the three lines.
+pub fn caret_error(out: &Output, needles: &[&str], context: &str) -> Vec<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{context}: expected exit 1\n{}", text(out));
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{context}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("warning: ")).collect();
+    assert_eq!(lines.len(), 3, "{context}: expected the error, the line and a caret\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{context}: {stderr}");
+    let (number, rest) =
+        lines[1].trim_start().split_once(" | ").unwrap_or_else(|| panic!("{context}: {stderr}"));
+    assert!(number.parse::<usize>().is_ok(), "{context}: {stderr}");
+    assert!(lines[0].contains(&format!("line {number}, column ")), "{context}: {stderr}");
+    let bar = lines[1].len() - rest.len();
+    assert_eq!(&lines[2][bar - 3..bar], " | ", "{context}: the caret line is not aligned\n{stderr}");
+    assert!(lines[2][bar..].trim_start().starts_with('^'), "{context}: no caret\n{stderr}");
+    for line in &lines {
+        assert!(line.len() < 400, "{context}: a line of {} bytes", line.len());
+    }
+    for needle in needles {
+        assert!(lines[0].contains(needle), "{context}: {needle:?} not in\n{}", lines[0]);
+    }
+    lines.iter().map(|l| l.to_string()).collect()
+}
+
 /// A fresh, empty folder under the system's temporary folder.
 /// Train `model` for 2 epochs in batches of 10 on `data` into `out`, at
 /// learning rate `lr` (else the preset's default), on 2 threads.
