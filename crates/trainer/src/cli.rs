@@ -86,9 +86,13 @@ pub struct RunArgs {
     /// Input normalisation (default: meanstd modern, unit seed)
     #[arg(long, value_enum)]
     pub normalize: Option<Normalize>,
-    /// Dataset folder (else $CIFAR10_DIR, else the search path in the README)
+    /// Dataset folder (else $CIFAR10_DIR, else the search path in the README, else the cache,
+    /// downloading CIFAR-10 there on first use)
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Never download CIFAR-10 when no data is found (also: GAPNET_NO_DOWNLOAD=1)
+    #[arg(long)]
+    pub no_download: bool,
     /// Classes to train on, by name, comma-separated
     #[arg(long, default_value = "airplane,ship")]
     pub classes: String,
@@ -148,9 +152,13 @@ pub struct EvalArgs {
     /// A model.safetensors (or state.safetensors) written by `trainer train` or `trainer prune`
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Dataset folder (else $CIFAR10_DIR, else the search path)
+    /// Dataset folder (else $CIFAR10_DIR, else the search path, else the cache, downloading
+    /// CIFAR-10 there on first use)
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Never download CIFAR-10 when no data is found (also: GAPNET_NO_DOWNLOAD=1)
+    #[arg(long)]
+    pub no_download: bool,
     /// Use only the first N test images
     #[arg(long)]
     pub limit_test: Option<usize>,

@@ -140,8 +140,9 @@ fn given_flags(m: &ArgMatches) -> Vec<String> {
 
 /// Flags that may change when a run resumes; every other run flag is part
 /// of what the run is and conflicts with `--resume`.
+/// (`--no-download` changes nothing: a resumed run reads the data folder it recorded.)
 const RESUME_MAY_CHANGE: &[&str] =
-    &["epochs", "lr", "skip_nonfinite", "checkpoint_every", "threads", "resume"];
+    &["epochs", "lr", "skip_nonfinite", "checkpoint_every", "threads", "resume", "no_download"];
 
 /// `--flag-name` of a clap id.
 fn flag(id: &str) -> String {
@@ -162,7 +163,6 @@ fn load_data(configs: &[RunConfig]) -> Result<data::Splits> {
 
 fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
     set_threads(args.run.threads)?;
-    interrupt::install()?;
     let (config, out, previous, _lock) = match &args.resume {
         Some(dir) => {
             if let Some(id) = given.iter().find(|id| !RESUME_MAY_CHANGE.contains(&id.as_str())) {
@@ -199,13 +199,16 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
             (config, dir.clone(), Some(saved), lock)
         }
         None => {
-            let dir = data::locate(args.run.data.as_deref())?;
+            let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
             let config = train::configure(&args.model, &args.run, &dir)?;
             let out = args.run.out.clone().unwrap_or_else(|| default_out(&args.model));
             let lock = fresh_out(&out)?;
             (config, out, None, lock)
         }
     };
+    // Only now: a first-use download before this point stops on Ctrl-C at once
+    // (it leaves nothing the loader would take), rather than waiting for a batch.
+    interrupt::install()?;
     let splits = load_data(std::slice::from_ref(&config))?;
     println!(
         "training {} ({:?} recipe) on {} train / {} test images from {}; output in {}",
@@ -234,12 +237,13 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
 
 fn compare_command(args: CompareArgs) -> Result<()> {
     set_threads(args.run.threads)?;
-    interrupt::install()?;
     let models: Vec<&str> = args.models.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
     if models.is_empty() {
         bail!("--models: name at least one model");
     }
-    let dir = data::locate(args.run.data.as_deref())?;
+    let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
+    // After any first-use download, as in `train`.
+    interrupt::install()?;
     let configs = models.iter().map(|m| train::configure(m, &args.run, &dir)).collect::<Result<Vec<_>>>()?;
     let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
     let splits = load_data(&configs)?;
