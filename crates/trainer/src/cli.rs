@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// Never download CIFAR-10 when no data is found (also: GAPNET_NO_DOWNLOAD=1)
     #[arg(long)]
     pub no_download: bool,
-    /// Classes to train on, by name, comma-separated
+    /// Classes to train on, by name, comma-separated; `all` for every class in the data
     #[arg(long, default_value = "airplane,ship")]
     pub classes: String,
     /// Use only the first N training images

@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command, CompareArgs, TrainArgs};
+use cli::{Cli, Command, CompareArgs, RunArgs, TrainArgs};
 use train::{RunConfig, CONFIG, CURVES};
 
 fn main() {
@@ -200,7 +200,7 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
         }
         None => {
             let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
-            let config = train::configure(&args.model, &args.run, &dir)?;
+            let config = train::configure(&args.model, &with_all_classes(&args.run, &dir)?, &dir)?;
             let out = args.run.out.clone().unwrap_or_else(|| default_out(&args.model));
             let lock = fresh_out(&out)?;
             (config, out, None, lock)
@@ -244,7 +244,8 @@ fn compare_command(args: CompareArgs) -> Result<()> {
     let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
     // After any first-use download, as in `train`.
     interrupt::install()?;
-    let configs = models.iter().map(|m| train::configure(m, &args.run, &dir)).collect::<Result<Vec<_>>>()?;
+    let run = with_all_classes(&args.run, &dir)?;
+    let configs = models.iter().map(|m| train::configure(m, &run, &dir)).collect::<Result<Vec<_>>>()?;
     let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
     let splits = load_data(&configs)?;
     println!(
@@ -297,6 +298,19 @@ fn compare_command(args: CompareArgs) -> Result<()> {
     println!("\n{table}");
     println!("curves: {}  per-model runs: {}/<model>/", root.join(CURVES).display(), root.display());
     Ok(())
+}
+
+/// `--classes all`: every class the data in `dir` holds, by name, in label
+/// order (the run's configuration records the names, so `--resume` and
+/// `eval` see the same classes). Other values are returned as they are.
+fn with_all_classes(run: &RunArgs, dir: &Path) -> Result<RunArgs> {
+    if !run.classes.trim().eq_ignore_ascii_case("all") {
+        return Ok(run.clone());
+    }
+    // The loader already knows which classes either split holds; a second,
+    // label-only reader would only repeat it.
+    let names = data::load(dir, &[])?.train.class_names;
+    Ok(RunArgs { classes: names.join(","), ..run.clone() })
 }
 
 /// The side-by-side table of a comparison, as Markdown.
