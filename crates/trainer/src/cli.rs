@@ -1,4 +1,4 @@
-//! The command line: `trainer [train|compare|eval|explain|prune] ...`. With no
+//! The command line: `trainer [train|compare|eval|explain|prune|fetch] ...`. With no
 //! subcommand the trainer runs `compare` with its defaults: the episode's
 //! FC head against its GAP head.
 
@@ -31,6 +31,17 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Zero planes of the last convolution (before the head) and see what changes
     Prune(PruneArgs),
+    /// Download the official CIFAR-10 archive, check its MD5 and unpack it (what the other commands do on first use)
+    // On the variant: its doc comment would override a long_about on FetchArgs.
+    #[command(long_about = "Download the official CIFAR-10 binary archive, check its MD5 and unpack it as \
+                  cifar-10-batches-bin/, ahead of time (train, compare, eval, explain and prune do the same on \
+                  first use when they find no data). Prints where the data is.\n\n\
+                  The cache folder is $GAPNET_CACHE, else the platform's cache folder plus gapnet \
+                  ($XDG_CACHE_HOME/gapnet or ~/.cache/gapnet on Linux). GAPNET_CIFAR10_URL and GAPNET_CIFAR10_MD5 \
+                  name a mirror; GAPNET_DOWNLOAD_TIMEOUT the seconds to wait for a connection or for more bytes \
+                  (default 30). An archive already in the folder (placed by hand) is checked and unpacked without \
+                  downloading. GAPNET_NO_DOWNLOAD does not apply: fetching is what this command is asked to do.")]
+    Fetch(FetchArgs),
 }
 
 /// The two training recipes.
@@ -211,4 +222,11 @@ pub struct PruneArgs {
     /// Save the pruned model as a checkpoint here (atomically)
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// Folder to put cifar-10-batches-bin/ in (default: the cache folder, where every command looks)
+    #[arg(long)]
+    pub to: Option<PathBuf>,
 }

@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command, CompareArgs, RunArgs, TrainArgs};
+use cli::{Cli, Command, CompareArgs, FetchArgs, RunArgs, TrainArgs};
 use train::{RunConfig, CONFIG, CURVES};
 
 fn main() {
@@ -70,6 +70,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
             set_threads(args.model.threads)?;
             prune::run(&args)
         }
+        Some(Command::Fetch(args)) => fetch_command(args),
         None => compare_command(CompareArgs::parse_defaults()),
     }
 }
@@ -311,6 +312,24 @@ fn with_all_classes(run: &RunArgs, dir: &Path) -> Result<RunArgs> {
     // label-only reader would only repeat it.
     let names = data::load(dir, &[])?.train.class_names;
     Ok(RunArgs { classes: names.join(","), ..run.clone() })
+}
+
+/// `trainer fetch [--to DIR]`: the first-use download, ahead of time.
+fn fetch_command(args: FetchArgs) -> Result<()> {
+    let to_given = args.to.is_some();
+    let target = match args.to {
+        Some(dir) => data::download::Target { dir, choose: "choose another --to DIR" },
+        None => data::download::Target::cache(data::download::cache_dir()?),
+    };
+    let folder = data::download::ensure(&target, &data::download::Source::from_env()?)?;
+    println!("CIFAR-10 is in {}", folder.display());
+    if !to_given {
+        println!("every command finds it there when --data, CIFAR10_DIR and datasets/ hold no data");
+    } else {
+        println!("use it with --data {}", interrupt::shell_quote(&folder));
+    }
+    println!("all ten classes: trainer train --classes all (default: airplane,ship)");
+    Ok(())
 }
 
 /// The side-by-side table of a comparison, as Markdown.
