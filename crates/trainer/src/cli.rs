@@ -1,4 +1,4 @@
-//! The command line: `trainer [train|compare|eval|explain|prune] ...`. With no
+//! The command line: `trainer [train|compare|eval|explain|prune|fetch] ...`. With no
 //! subcommand the trainer runs `compare` with its defaults: the episode's
 //! FC head against its GAP head.
 
@@ -38,6 +38,17 @@ pub enum Command {
     Prune(PruneArgs),
     /// Classify your own pictures with a trained model
     Predict(PredictArgs),
+    /// Download the official CIFAR-10 archive, check its MD5 and unpack it (what the other commands do on first use)
+    // On the variant: its doc comment would override a long_about on FetchArgs.
+    #[command(long_about = "Download the official CIFAR-10 binary archive, check its MD5 and unpack it as \
+                  cifar-10-batches-bin/, ahead of time (train, compare, eval, explain and prune do the same on \
+                  first use when they find no data). Prints where the data is.\n\n\
+                  The cache folder is $GAPNET_CACHE, else the platform's cache folder plus gapnet \
+                  ($XDG_CACHE_HOME/gapnet or ~/.cache/gapnet on Linux). GAPNET_CIFAR10_URL and GAPNET_CIFAR10_MD5 \
+                  name a mirror; GAPNET_DOWNLOAD_TIMEOUT the seconds to wait for a connection or for more bytes \
+                  (default 30). An archive already in the folder (placed by hand) is checked and unpacked without \
+                  downloading. GAPNET_NO_DOWNLOAD does not apply: fetching is what this command is asked to do.")]
+    Fetch(FetchArgs),
 }
 
 /// The ceiling of `--threads`: a fixed 1024, many times the cores of any
@@ -97,10 +108,14 @@ pub struct RunArgs {
     /// Input normalisation (default: meanstd modern, unit seed)
     #[arg(long, value_enum)]
     pub normalize: Option<Normalize>,
-    /// Dataset folder (else $CIFAR10_DIR, else the search path in the README)
+    /// Dataset folder (else $CIFAR10_DIR, else the search path in the README, else the cache,
+    /// downloading CIFAR-10 there on first use)
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Classes to train on, by name, comma-separated
+    /// Never download CIFAR-10 when no data is found (also: GAPNET_NO_DOWNLOAD=1)
+    #[arg(long)]
+    pub no_download: bool,
+    /// Classes to train on, by name, comma-separated; `all` for every class in the data
     #[arg(long, default_value = "airplane,ship")]
     pub classes: String,
     /// Use only the first N training images
@@ -159,9 +174,13 @@ pub struct EvalArgs {
     /// A model.safetensors (or state.safetensors) written by `trainer train` or `trainer prune`
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Dataset folder (else $CIFAR10_DIR, else the search path)
+    /// Dataset folder (else $CIFAR10_DIR, else the search path, else the cache, downloading
+    /// CIFAR-10 there on first use)
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Never download CIFAR-10 when no data is found (also: GAPNET_NO_DOWNLOAD=1)
+    #[arg(long)]
+    pub no_download: bool,
     /// Use only the first N test images
     #[arg(long)]
     pub limit_test: Option<usize>,
@@ -243,4 +262,11 @@ pub struct PredictArgs {
     /// Worker threads (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// Folder to put cifar-10-batches-bin/ in (default: the cache folder, where every command looks)
+    #[arg(long)]
+    pub to: Option<PathBuf>,
 }

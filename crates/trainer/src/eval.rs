@@ -113,7 +113,7 @@ pub fn load(args: &EvalArgs) -> Result<Loaded> {
     if limit_test == Some(0) {
         bail!("--limit-test 0: keep at least one image");
     }
-    let dir = data::locate(data)?;
+    let dir = data::locate(data, args.no_download)?;
     let mut test = data::load(&dir, &ck.classes)?.test;
     if let Some(n) = limit_test {
         test.truncate(n.min(test.len()));

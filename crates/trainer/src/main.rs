@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command, CompareArgs, TrainArgs};
+use cli::{Cli, Command, CompareArgs, FetchArgs, RunArgs, TrainArgs};
 use train::{RunConfig, CONFIG, CURVES};
 
 fn main() {
@@ -75,6 +75,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
             set_threads(args.threads)?;
             predict::run(&args)
         }
+        Some(Command::Fetch(args)) => fetch_command(args),
         None => compare_command(cli.compare),
     }
 }
@@ -146,8 +147,9 @@ fn given_flags(m: &ArgMatches) -> Vec<String> {
 
 /// Flags that may change when a run resumes; every other run flag is part
 /// of what the run is and conflicts with `--resume`.
+/// (`--no-download` changes nothing: a resumed run reads the data folder it recorded.)
 const RESUME_MAY_CHANGE: &[&str] =
-    &["epochs", "lr", "skip_nonfinite", "checkpoint_every", "threads", "resume"];
+    &["epochs", "lr", "skip_nonfinite", "checkpoint_every", "threads", "resume", "no_download"];
 
 /// `--flag-name` of a clap id.
 fn flag(id: &str) -> String {
@@ -168,7 +170,6 @@ fn load_data(configs: &[RunConfig]) -> Result<data::Splits> {
 
 fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
     set_threads(args.run.threads)?;
-    interrupt::install()?;
     let (config, out, previous, _lock) = match &args.resume {
         Some(dir) => {
             if let Some(id) = given.iter().find(|id| !RESUME_MAY_CHANGE.contains(&id.as_str())) {
@@ -206,8 +207,8 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
             (config, dir.clone(), Some(saved), lock)
         }
         None => {
-            let dir = data::locate(args.run.data.as_deref())?;
-            let config = train::configure(&args.model, &args.run, &dir)?;
+            let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
+            let config = train::configure(&args.model, &with_all_classes(&args.run, &dir)?, &dir)?;
             // Everything is checked (data, classes, shapes) before the folder exists.
             load_data(std::slice::from_ref(&config))?;
             let out = args.run.out.clone().unwrap_or_else(|| default_out(&config.spec.name));
@@ -215,6 +216,9 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
             (config, out, None, lock)
         }
     };
+    // Only now: a first-use download before this point stops on Ctrl-C at once
+    // (it leaves nothing the loader would take), rather than waiting for a batch.
+    interrupt::install()?;
     let splits = load_data(std::slice::from_ref(&config))?;
     println!(
         "training {} ({} recipe) on {} train / {} test images from {}; output in {}",
@@ -243,13 +247,15 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
 
 fn compare_command(args: CompareArgs) -> Result<()> {
     set_threads(args.run.threads)?;
-    interrupt::install()?;
     let models: Vec<&str> = args.models.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
     if models.is_empty() {
         bail!("--models: name at least one model");
     }
-    let dir = data::locate(args.run.data.as_deref())?;
-    let configs = models.iter().map(|m| train::configure(m, &args.run, &dir)).collect::<Result<Vec<_>>>()?;
+    let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
+    // After any first-use download, as in `train`.
+    interrupt::install()?;
+    let run = with_all_classes(&args.run, &dir)?;
+    let configs = models.iter().map(|m| train::configure(m, &run, &dir)).collect::<Result<Vec<_>>>()?;
     let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
     let splits = load_data(&configs)?;
     println!(
@@ -301,6 +307,37 @@ fn compare_command(args: CompareArgs) -> Result<()> {
         .with_context(|| format!("{}: cannot write", root.join("summary.md").display()))?;
     println!("\n{table}");
     println!("curves: {}  per-model runs: {}/<model>/", root.join(CURVES).display(), root.display());
+    Ok(())
+}
+
+/// `--classes all`: every class the data in `dir` holds, by name, in label
+/// order (the run's configuration records the names, so `--resume` and
+/// `eval` see the same classes). Other values are returned as they are.
+fn with_all_classes(run: &RunArgs, dir: &Path) -> Result<RunArgs> {
+    if !run.classes.trim().eq_ignore_ascii_case("all") {
+        return Ok(run.clone());
+    }
+    // The loader already knows which classes either split holds; a second,
+    // label-only reader would only repeat it.
+    let names = data::load(dir, &[])?.train.class_names;
+    Ok(RunArgs { classes: names.join(","), ..run.clone() })
+}
+
+/// `trainer fetch [--to DIR]`: the first-use download, ahead of time.
+fn fetch_command(args: FetchArgs) -> Result<()> {
+    let to_given = args.to.is_some();
+    let target = match args.to {
+        Some(dir) => data::download::Target { dir, choose: "choose another --to DIR" },
+        None => data::download::Target::cache(data::download::cache_dir()?),
+    };
+    let folder = data::download::ensure(&target, &data::download::Source::from_env()?)?;
+    println!("CIFAR-10 is in {}", folder.display());
+    if !to_given {
+        println!("every command finds it there when --data, CIFAR10_DIR and datasets/ hold no data");
+    } else {
+        println!("use it with --data {}", interrupt::shell_quote(&folder));
+    }
+    println!("all ten classes: trainer train --classes all (default: airplane,ship)");
     Ok(())
 }
 

@@ -6,8 +6,12 @@
 //! it applies, the record index and byte offset. Bad bytes never panic.
 
 pub mod cifar;
+pub mod download;
 pub mod idx;
+mod unpack;
 
+#[cfg(test)]
+mod download_tests;
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
@@ -92,31 +96,89 @@ pub const ENV_VAR: &str = "CIFAR10_DIR";
 
 /// Where the data is: `flag` (`--data`) if given, else the environment
 /// variable `CIFAR10_DIR`, else the first directory of
-/// [`default_search_path`] that holds data files.
+/// [`default_search_path`] that holds data files, else the cache folder's
+/// `cifar-10-batches-bin` (see [`download`]); and if that is missing too,
+/// the official archive is downloaded into the cache, unless `no_download`
+/// (`--no-download`) or `GAPNET_NO_DOWNLOAD` says not to.
 ///
 /// A given flag or variable that is not a directory is an error (it is never
-/// silently replaced by the search path). Finding nothing is an error that
-/// lists every place looked at and how to get the data.
-pub fn locate(flag: Option<&Path>) -> Result<PathBuf> {
-    locate_with(flag, std::env::var_os(ENV_VAR), &default_search_path())
+/// silently replaced by the search path). Finding nothing with downloading
+/// off is an error that lists every place looked at and how to get the data.
+pub fn locate(flag: Option<&Path>, no_download: bool) -> Result<PathBuf> {
+    let first_use = FirstUse {
+        download: !no_download && !download::disabled_by_env(),
+        cache: download::cache_dir(),
+        source: download::Source::from_env,
+    };
+    locate_in(flag, std::env::var_os(ENV_VAR), &default_search_path(), first_use)
 }
 
-/// [`locate`] with the environment variable's value and the search path
-/// passed in (testable without touching the process environment).
-/// An empty `env` value counts as unset.
-pub fn locate_with(flag: Option<&Path>, env: Option<OsString>, search: &[PathBuf]) -> Result<PathBuf> {
+/// What [`locate_in`] does when the search finds nothing.
+pub struct FirstUse<S: FnOnce() -> Result<download::Source>> {
+    /// Whether to download (else: the error).
+    pub download: bool,
+    /// The cache folder (an error if there is none: no home folder and no `GAPNET_CACHE`).
+    pub cache: Result<PathBuf>,
+    /// Where to download from (read only when downloading, so a bad
+    /// `GAPNET_CIFAR10_MD5` does not stop a run that has its data).
+    pub source: S,
+}
+
+/// [`locate`] with the environment's values passed in: testable without
+/// touching the process environment or the user's cache.
+pub fn locate_in<S: FnOnce() -> Result<download::Source>>(
+    flag: Option<&Path>,
+    env: Option<OsString>,
+    search: &[PathBuf],
+    first_use: FirstUse<S>,
+) -> Result<PathBuf> {
+    let mut search = search.to_vec();
+    if let Ok(cache) = &first_use.cache {
+        search.push(cache.join(download::FOLDER));
+    }
+    let looked = match search_in(flag, env, &search)? {
+        Found::Dir(dir) => return Ok(dir),
+        Found::Nothing(looked) => looked,
+    };
+    if !first_use.download {
+        bail!(
+            "no data directory found; looked in: {looked}. Downloading is off (--no-download or \
+             {}): run `trainer fetch` (downloads the official CIFAR-10 archive into the cache) or pass \
+             --data DIR / set {ENV_VAR}",
+            download::NO_DOWNLOAD_VAR
+        );
+    }
+    let target = download::Target::cache(first_use.cache?);
+    let source = (first_use.source)()?;
+    eprintln!(
+        "no data on the search path: fetching CIFAR-10 into the cache, once (--no-download or {}=1 turns \
+         this off)",
+        download::NO_DOWNLOAD_VAR
+    );
+    download::ensure(&target, &source)
+}
+
+/// What a search found.
+enum Found {
+    Dir(PathBuf),
+    /// Every place looked at, for the message.
+    Nothing(String),
+}
+
+/// The search of [`locate_in`]: the flag, the variable, the path.
+fn search_in(flag: Option<&Path>, env: Option<OsString>, search: &[PathBuf]) -> Result<Found> {
     if let Some(dir) = flag {
         if !dir.is_dir() {
             bail!("--data {}: {}", dir.display(), not_a_directory(dir));
         }
-        return Ok(dir.to_path_buf());
+        return Ok(Found::Dir(dir.to_path_buf()));
     }
     if let Some(value) = env.filter(|v| !v.is_empty()) {
         let dir = PathBuf::from(value);
         if !dir.is_dir() {
             bail!("{ENV_VAR}={}: {}", dir.display(), not_a_directory(&dir));
         }
-        return Ok(dir);
+        return Ok(Found::Dir(dir));
     }
     let mut looked = Vec::with_capacity(search.len());
     for dir in search {
@@ -124,16 +186,12 @@ pub fn locate_with(flag: Option<&Path>, env: Option<OsString>, search: &[PathBuf
             looked.push(format!("{} (missing)", dir.display()));
         } else if has_data_files(dir) {
             // Resolved, so messages show `/work/shared/...`, not `/work/main/../shared/...`.
-            return Ok(dir.canonicalize().unwrap_or_else(|_| dir.clone()));
+            return Ok(Found::Dir(dir.canonicalize().unwrap_or_else(|_| dir.clone())));
         } else {
             looked.push(format!("{} (no data files)", dir.display()));
         }
     }
-    bail!(
-        "no data directory found; looked in: {}. Run `scripts/fetch-cifar10.sh` (downloads the official \
-         binary archive into datasets/) or pass --data DIR / set {ENV_VAR}",
-        looked.join(", ")
-    )
+    Ok(Found::Nothing(looked.join(", ")))
 }
 
 /// Why `path` is not a directory: `no such directory`, or what it is instead.

@@ -455,6 +455,13 @@ fn normalizer_fit_and_apply() {
     assert_eq!(Normalizer::fit(&empty), Normalizer::identity(2));
 }
 
+/// The search alone: no cache folder, downloading off.
+fn locate_with(flag: Option<&Path>, env: Option<OsString>, search: &[PathBuf]) -> Result<PathBuf> {
+    let first_use =
+        FirstUse { download: false, cache: Err(anyhow::anyhow!("no cache")), source: || unreachable!() };
+    locate_in(flag, env, search, first_use)
+}
+
 #[test]
 fn locate_flag_env_and_search_path() {
     let a = TempDir::new().unwrap();
@@ -485,7 +492,10 @@ fn locate_flag_env_and_search_path() {
     assert!(m.contains(&format!("{} (missing)", show(&missing))), "{m}");
     assert!(m.contains(&format!("{} (no data files)", show(empty.path()))), "{m}");
     assert!(
-        m.contains("scripts/fetch-cifar10.sh") && m.contains("--data DIR") && m.contains("CIFAR10_DIR"),
+        m.contains("trainer fetch")
+            && m.contains("--no-download")
+            && m.contains("--data DIR")
+            && m.contains("CIFAR10_DIR"),
         "{m}"
     );
 

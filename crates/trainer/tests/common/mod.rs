@@ -2,6 +2,8 @@
 //! `trainer` binary, and editing safetensors files byte by byte.
 #![allow(dead_code)]
 
+pub mod archive;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -46,10 +48,32 @@ pub fn write_data(dir: &Path, train: Vec<u8>, test: Vec<u8>) {
     std::fs::write(dir.join("batches.meta.txt"), META).unwrap();
 }
 
-/// The `trainer` binary with `args`, without the data environment variable.
+/// The variables that would make the trainer download from somewhere else
+/// or through a proxy.
+pub const NETWORK_VARS: [&str; 10] = [
+    "GAPNET_CIFAR10_URL",
+    "GAPNET_CIFAR10_MD5",
+    "GAPNET_DOWNLOAD_TIMEOUT",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+];
+
+/// The `trainer` binary with `args`, without the data environment variable,
+/// with first-use downloads off and a cache folder of its own (never the
+/// user's): no test reaches the network unless it asks to (tests/download.rs).
 pub fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer"));
     cmd.args(args).env_remove("CIFAR10_DIR").env("RUST_BACKTRACE", "0");
+    cmd.env("GAPNET_NO_DOWNLOAD", "1")
+        .env("GAPNET_CACHE", std::env::temp_dir().join("gapnet-tests-no-cache"));
+    for var in NETWORK_VARS {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
