@@ -5,8 +5,12 @@
 //! rename, fsync of the folder, unlink). The count is what the crash tests
 //! aim at: with `GAPNET_FAULT_AFTER_OPS=k` in the environment the process
 //! ends abruptly (`_exit`, no destructors, no flush: as a `kill -9` would)
-//! right after its k-th operation. A test hook, named here so nobody sets
-//! it by accident; without it the counting costs one atomic add.
+//! right after its k-th operation; with `GAPNET_SIGNAL_AFTER_OPS=k` it sends
+//! itself SIGTERM there instead (a signal at a chosen instant), and with
+//! `GAPNET_TRACE_OPS=1` it prints each operation to stderr (`op 12: rename
+//! .../state.safetensors`) so a test can find the instant it wants. Test
+//! hooks, named here so nobody sets them by accident; without them the
+//! counting costs one atomic add.
 //!
 //! [`RunLock`] holds an exclusive advisory lock on `<run>/.lock` for as long
 //! as a process trains into the folder; the holder's pid is written into
@@ -27,23 +31,45 @@ pub const FAULT_EXIT: i32 = 137;
 
 static OPS: AtomicU64 = AtomicU64::new(0);
 
-fn fault_after() -> Option<u64> {
-    static AFTER: OnceLock<Option<u64>> = OnceLock::new();
-    *AFTER.get_or_init(|| std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()))
+/// The test hooks, read once.
+struct Hooks {
+    fault_after: Option<u64>,
+    signal_after: Option<u64>,
+    trace: bool,
 }
 
-/// Count one operation that just completed; the crash point of the hook.
-fn done() {
+fn hooks() -> &'static Hooks {
+    static HOOKS: OnceLock<Hooks> = OnceLock::new();
+    HOOKS.get_or_init(|| {
+        let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        Hooks {
+            fault_after: number(FAULT_ENV),
+            signal_after: number("GAPNET_SIGNAL_AFTER_OPS"),
+            trace: std::env::var_os("GAPNET_TRACE_OPS").is_some(),
+        }
+    })
+}
+
+/// Count one operation that just completed; the crash point of the hooks.
+fn done(what: &str, path: &Path) {
     let n = OPS.fetch_add(1, Ordering::SeqCst) + 1;
-    if fault_after() == Some(n) {
+    let hooks = hooks();
+    if hooks.trace {
+        eprintln!("op {n}: {what} {}", path.display());
+    }
+    if hooks.fault_after == Some(n) {
         // SAFETY: _exit ends the process at once; nothing is touched after.
         unsafe { libc::_exit(FAULT_EXIT) };
     }
+    if hooks.signal_after == Some(n) {
+        // SAFETY: raise(2) with a valid signal number.
+        unsafe { libc::raise(libc::SIGTERM) };
+    }
 }
 
-fn step<T>(r: io::Result<T>) -> io::Result<T> {
+fn step<T>(r: io::Result<T>, what: &str, path: &Path) -> io::Result<T> {
     let v = r?;
-    done();
+    done(what, path);
     Ok(v)
 }
 
@@ -59,7 +85,7 @@ fn parent(path: &Path) -> &Path {
 /// platform can open a folder).
 fn sync_dir(dir: &Path) -> io::Result<()> {
     if let Ok(d) = File::open(dir) {
-        step(d.sync_all())?;
+        step(d.sync_all(), "fsync", dir)?;
     }
     Ok(())
 }
@@ -74,11 +100,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no file name"))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        let mut file = step(File::create(&tmp))?;
-        step(file.write_all(bytes))?;
-        step(file.sync_all())?;
+        let mut file = step(File::create(&tmp), "create", &tmp)?;
+        step(file.write_all(bytes), "write", &tmp)?;
+        step(file.sync_all(), "fsync", &tmp)?;
         drop(file);
-        step(fs::rename(&tmp, path))?;
+        step(fs::rename(&tmp, path), "rename", path)?;
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -89,7 +115,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Remove `path` durably; a file that is already gone is fine.
 pub fn remove_file(path: &Path) -> io::Result<()> {
-    match step(fs::remove_file(path)) {
+    match step(fs::remove_file(path), "remove", path) {
         Ok(()) => sync_dir(parent(path)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),

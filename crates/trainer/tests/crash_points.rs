@@ -205,3 +205,35 @@ fn two_trainings_into_one_folder_the_second_is_refused_naming_the_first() {
     let _ = first.wait();
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_signal_during_the_final_checkpoint_lets_it_complete_and_still_exits_non_zero() {
+    let root = tmp("final-signal");
+    let data = root.join("data");
+    make_data(&data, 80, 20);
+    let straight = root.join("straight");
+    let traced = command(&args(&data, &straight)).env("GAPNET_TRACE_OPS", "1").output().unwrap();
+    assert!(traced.status.success(), "{}", text(&traced));
+    // The instant of the last commit: the final rename of state.safetensors.
+    let trace = String::from_utf8_lossy(&traced.stderr);
+    let commit = trace
+        .lines()
+        .filter(|l| l.contains(": rename ") && l.ends_with("state.safetensors"))
+        .last()
+        .and_then(|l| l.strip_prefix("op ")?.split(':').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no commit in the trace:\n{trace}"));
+    let dir = root.join("signalled");
+    let out =
+        command(&args(&data, &dir)).env("GAPNET_SIGNAL_AFTER_OPS", commit.to_string()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out));
+    assert!(err.contains("interrupted at the final checkpoint, which was completed"), "{err}");
+    for name in ["state.safetensors", "model.safetensors", "config.json"] {
+        assert!(
+            std::fs::read(dir.join(name)).unwrap() == std::fs::read(straight.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(columns(&dir), columns(&straight));
+    std::fs::remove_dir_all(&root).unwrap();
+}
