@@ -218,8 +218,7 @@ fn a_signal_during_the_final_checkpoint_lets_it_complete_and_still_exits_non_zer
     let trace = String::from_utf8_lossy(&traced.stderr);
     let commit = trace
         .lines()
-        .filter(|l| l.contains(": rename ") && l.ends_with("state.safetensors"))
-        .last()
+        .rfind(|l| l.contains(": rename ") && l.ends_with("state.safetensors"))
         .and_then(|l| l.strip_prefix("op ")?.split(':').next()?.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no commit in the trace:\n{trace}"));
     let dir = root.join("signalled");
