@@ -12,7 +12,7 @@ use std::path::Path;
 
 use graph::{preset, Arena, Init, Plan, Shape};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
+use proptest::test_runner::Config;
 use serde_json::Value;
 
 use crate::checkpoint;
@@ -22,14 +22,7 @@ use crate::metrics::EpochRow;
 use crate::train::{check_saved, RunConfig, STATE};
 
 fn budget(default: u32) -> Config {
-    let cases = std::env::var("GAPNET_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let seeded = std::env::var_os("PROPTEST_RNG_SEED").is_some();
-    Config {
-        cases,
-        failure_persistence: None,
-        rng_seed: if seeded { Config::default().rng_seed } else { RngSeed::Fixed(0x7265_7375_6d65) },
-        ..Config::default()
-    }
+    crate::data::fuzz::budget_seeded(default, 0x7265_7375_6d65)
 }
 
 fn config(data: &Path) -> RunConfig {

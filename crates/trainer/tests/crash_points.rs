@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{command, make_data, s, text, tmp, trainer, Safetensors};
+use common::{command, make_data, metrics_but_timings as columns, s, text, tmp, trainer, Safetensors};
 
 fn args<'a>(data: &'a Path, out: &'a Path) -> Vec<&'a str> {
     vec![
@@ -31,17 +31,6 @@ fn args<'a>(data: &'a Path, out: &'a Path) -> Vec<&'a str> {
         "--out",
         s(out),
     ]
-}
-
-/// Every metrics column but the timings (seconds, images_per_s).
-fn columns(dir: &Path) -> Vec<String> {
-    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
-    csv.lines()
-        .map(|l| {
-            let v: Vec<&str> = l.split(',').collect();
-            [&v[..7], &v[9..]].concat().join(",")
-        })
-        .collect()
 }
 
 const PARAMS: [&str; 4] = ["conv1.weight", "conv2.weight", "conv3.weight", "fc1.weight"];

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{make_data, s, tmp, trainer, Safetensors, RECORD};
+use common::{make_data, metrics_but_timings as columns, s, tmp, trainer, Safetensors, RECORD};
 use graph::{ModelSpec, Plan, Shape};
 
 fn seed_args<'a>(model: &'a str, data: &'a Path, out: &'a Path, epochs: &'a str) -> Vec<&'a str> {
@@ -98,17 +98,6 @@ fn a_seed_checkpoint_has_no_biases_and_its_sample_error_is_recomputed_from_it() 
         text.split("test accuracy ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert_eq!(format!("{acc:.4}"), format!("{:.4}", row["test_acc"].as_f64().unwrap()), "{text}");
     std::fs::remove_dir_all(&root).unwrap();
-}
-
-/// Every metrics column but the timings.
-fn columns(dir: &Path) -> Vec<String> {
-    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
-    csv.lines()
-        .map(|l| {
-            let v: Vec<&str> = l.split(',').collect();
-            [&v[..7], &v[9..]].concat().join(",")
-        })
-        .collect()
 }
 
 #[test]

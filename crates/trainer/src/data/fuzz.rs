@@ -16,16 +16,21 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use std::io::Write;
 
-/// The budget: `default` cases, or `GAPNET_FUZZ_CASES`.
-fn budget(default: u32) -> Config {
+/// The budget: `default` cases, or `GAPNET_FUZZ_CASES`; inputs from the
+/// fixed `seed`, or from `PROPTEST_RNG_SEED`'s when it is set.
+pub(crate) fn budget_seeded(default: u32, seed: u64) -> Config {
     let cases = std::env::var("GAPNET_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let seeded = std::env::var_os("PROPTEST_RNG_SEED").is_some();
     Config {
         cases,
         failure_persistence: None,
-        rng_seed: if seeded { Config::default().rng_seed } else { RngSeed::Fixed(0x006a_706e_6574) },
+        rng_seed: if seeded { Config::default().rng_seed } else { RngSeed::Fixed(seed) },
         ..Config::default()
     }
+}
+
+fn budget(default: u32) -> Config {
+    budget_seeded(default, 0x006a_706e_6574)
 }
 
 /// A position in a file of any length, as a fraction of it (`u64::MAX` = the end).

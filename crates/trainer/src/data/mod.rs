@@ -13,7 +13,7 @@ mod unpack;
 #[cfg(test)]
 mod download_tests;
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod tests;
 
