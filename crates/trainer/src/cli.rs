@@ -33,10 +33,37 @@ pub enum Command {
     /// Evaluate a checkpoint on the test split: accuracy, per class, confusion matrix
     Eval(EvalArgs),
     /// Class activation maps and per-plane statistics of a checkpoint on the test split
+    #[command(
+        long_about = "Look inside a checkpoint: class activation maps (CAM) of the planes that feed the head \
+                        for a global-average-pooling model, Grad-CAM for any other, on the test images the model \
+                        misclassifies most confidently and on the ones it gets right most confidently.\n\n\
+                        Writes misclassified.png and correct.png (per row: the image, the map of the predicted \
+                        class, the map of the true class or the runner-up, and the planes that decided between \
+                        the two), examples.csv (the numbers behind every row) and planes.csv (per plane: mean \
+                        activation per class, weight and contribution per class, over all test images)."
+    )]
     Explain(ExplainArgs),
     /// Zero planes of the last convolution (before the head) and see what changes
+    #[command(
+        long_about = "Prune planes of the last convolution by hand: the named planes are set to zero before the \
+                  global average pool or the first dense layer (by zeroing the dense columns that read them, so \
+                  the pruned model is an ordinary checkpoint). Prints the test accuracy before and after and \
+                  every changed prediction. Planes count from 0, as PyTorch counts channels; `trainer explain` \
+                  shows what each plane does.\n\n\
+                  --scan removes each plane alone in turn and prints a table sorted by the change in accuracy \
+                  (it replays only the head, so its numbers agree with --planes P up to float summation order)."
+    )]
     Prune(PruneArgs),
     /// Classify your own pictures with a trained model
+    #[command(
+        long_about = "Classify your own pictures with a trained model: one line per image with the predicted class \
+                  and every class's probability.\n\n\
+                  Reads PNG, JPEG, GIF, BMP, TIFF and WebP; a folder stands for the images in it. Each image is \
+                  resized as torchvision's Resize + CenterCrop does (shorter side to the model's input size, \
+                  bilinear, then the centre; an image already of that size is used as is), converted to the \
+                  model's channels (grey, 16-bit and alpha images are converted, and the line says so) and \
+                  normalised with the mean and std stored in the checkpoint. Reads no data set."
+    )]
     Predict(PredictArgs),
     /// Download the official CIFAR-10 archive, check its MD5 and unpack it (what the other commands do on first use)
     // On the variant: its doc comment would override a long_about on FetchArgs.
@@ -190,15 +217,6 @@ pub struct EvalArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(
-    long_about = "Look inside a checkpoint: class activation maps (CAM) of the planes that feed the head \
-                        for a global-average-pooling model, Grad-CAM for any other, on the test images the model \
-                        misclassifies most confidently and on the ones it gets right most confidently.\n\n\
-                        Writes misclassified.png and correct.png (per row: the image, the map of the predicted \
-                        class, the map of the true class or the runner-up, and the planes that decided between \
-                        the two), examples.csv (the numbers behind every row) and planes.csv (per plane: mean \
-                        activation per class, weight and contribution per class, over all test images)."
-)]
 pub struct ExplainArgs {
     #[command(flatten)]
     pub model: EvalArgs,
@@ -211,16 +229,7 @@ pub struct ExplainArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(
-    group = clap::ArgGroup::new("what").required(true).args(["planes", "scan"]),
-    long_about = "Prune planes of the last convolution by hand: the named planes are set to zero before the \
-                  global average pool or the first dense layer (by zeroing the dense columns that read them, so \
-                  the pruned model is an ordinary checkpoint). Prints the test accuracy before and after and \
-                  every changed prediction. Planes count from 0, as PyTorch counts channels; `trainer explain` \
-                  shows what each plane does.\n\n\
-                  --scan removes each plane alone in turn and prints a table sorted by the change in accuracy \
-                  (it replays only the head, so its numbers agree with --planes P up to float summation order)."
-)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["planes", "scan"]))]
 pub struct PruneArgs {
     #[command(flatten)]
     pub model: EvalArgs,
@@ -236,15 +245,6 @@ pub struct PruneArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(
-    long_about = "Classify your own pictures with a trained model: one line per image with the predicted class \
-                  and every class's probability.\n\n\
-                  Reads PNG, JPEG, GIF, BMP, TIFF and WebP; a folder stands for the images in it. Each image is \
-                  resized as torchvision's Resize + CenterCrop does (shorter side to the model's input size, \
-                  bilinear, then the centre; an image already of that size is used as is), converted to the \
-                  model's channels (grey, 16-bit and alpha images are converted, and the line says so) and \
-                  normalised with the mean and std stored in the checkpoint. Reads no data set."
-)]
 pub struct PredictArgs {
     /// A model.safetensors (or state.safetensors) written by `trainer train`
     #[arg(long)]
