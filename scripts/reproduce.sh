@@ -12,7 +12,7 @@
 #                                            # (the AVX-512 kernels round differently)
 #
 # Long: several hours on a 2-core machine (section 2's 500-epoch comparison
-# alone took 2 h 20 min with the portable kernels beside other work; see
+# alone took 1 h 39 min with the portable kernels beside other work; see
 # docs/results.md for each run's time). Not part of the tests. Every command is echoed and appended to OUT/commands.txt, its
 # output to OUT/log.txt; OUT/tables.md collects the numbers results.md
 # quotes. Training is deterministic: the same commands give the same
