@@ -177,9 +177,10 @@ pub struct TrainArgs {
     /// A preset (seed-fc, seed-gap, seed-fc20, wide-gap, *-valid) or a model spec file (.toml)
     #[arg(long, default_value = "seed-gap")]
     pub model: String,
-    /// Continue the run in this folder from its last checkpoint, bit-identically (its settings are
-    /// reused; --epochs, --lr and --skip-nonfinite may change them). A folder whose run has no
-    /// checkpoint yet starts again from epoch 1
+    /// Continue the run in this folder from its last committed checkpoint, bit-identically, and
+    /// rebuild any file missing or stale. Its settings (config.json) are reused: --epochs, --lr,
+    /// --checkpoint-every, --skip-nonfinite, --threads and --no-download may change them, any other
+    /// run flag is refused. A folder whose run has no checkpoint yet starts again from epoch 1
     #[arg(long)]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
