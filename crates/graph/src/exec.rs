@@ -10,7 +10,8 @@ use kernel::{
 };
 use rayon::prelude::*;
 
-use crate::plan::{Lane, Node, Op, Plan, LANES};
+use crate::ops::Op;
+use crate::plan::{Lane, Node, Plan, LANES};
 
 /// How per-image gradients combine over a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,8 +4,9 @@
 //!
 //! Nothing here changes a plan or runs a kernel.
 
-use crate::plan::{Op, Plan, Shape, LANES, MAX_CHUNK};
-use crate::spec::{LayerSpec, ModelSpec};
+use crate::ops::{self, Op, Refusal, Resolved};
+use crate::plan::{Plan, Shape, LANES, MAX_CHUNK};
+use crate::spec::ModelSpec;
 
 impl Plan {
     /// Names of the ReLU nodes (`relu1`, ...) whose every output still held
@@ -36,77 +37,48 @@ impl Plan {
 /// allocates (parameter, gradient and momentum arenas plus every lane's
 /// buffers), computed without allocating anything and without overflow.
 ///
-/// It follows the shapes and the lane and chunk sizes as `Plan::new` does
-/// (pools in ceil mode, the larger). Layers
-/// that `Plan::new` would reject are counted as if they were valid; the
-/// point is to refuse an absurd spec (a corrupt checkpoint header, a typo of
-/// `filters = 2000000`) with a clear message before trying to allocate it.
+/// It resolves the layers with the same functions as `Plan::new` (the ops'
+/// shapes, parameters and scratch) and sums what they need in `u128`: the
+/// arenas exactly, plus a generous allowance for the plan's bookkeeping. A
+/// layer that needs a buffer of more than 2^40 values makes it `u128::MAX`;
+/// at a layer `Plan::new` refuses for another reason it stops counting,
+/// since `Plan::new` allocates no arena then. The point is to refuse an
+/// absurd spec (a corrupt checkpoint header, a typo of `filters = 2000000`)
+/// with a clear message before trying to allocate it.
 pub fn footprint_bytes(spec: &ModelSpec, input: Shape, max_batch: usize) -> u128 {
-    let (mut c, mut h, mut w) = (input.c as u128, input.h as u128, input.w as u128);
-    // Floats per arena: parameters; activations (and their gradients) and
-    // max-pool indices per image; convolution scratch (im2col or the direct
-    // kernels' padded planes) per chunk of images.
-    let (mut params, mut acts, mut argmax, mut cols) = (0u128, 0u128, 0u128, 0u128);
-    for layer in &spec.layers {
-        match *layer {
-            LayerSpec::Conv { filters, size, stride, pad, bias } => {
-                let (f, k, s, p) = (filters as u128, size as u128, stride.max(1) as u128, pad as u128);
-                let ho = (h + 2 * p).saturating_sub(k) / s + 1;
-                let wo = (w + 2 * p).saturating_sub(k) / s + 1;
-                params = params.saturating_add(f.saturating_mul(c).saturating_mul(k).saturating_mul(k));
-                if bias {
-                    params = params.saturating_add(f);
-                }
-                let im2col = c.saturating_mul(k).saturating_mul(k).saturating_mul(ho).saturating_mul(wo);
-                // the direct kernels' scratch, per image: the padded input,
-                // dy padded and spread (two planes of at most (h + 2p + k) x
-                // (w + 2p + k) per filter) and the weight table
-                let (hp, wp) = (h.saturating_add(2 * p + k), w.saturating_add(2 * p + k));
-                let direct = c
-                    .saturating_add(f.saturating_mul(2))
-                    .saturating_mul(hp)
-                    .saturating_mul(wp)
-                    .saturating_add(f.saturating_mul(k * k).saturating_mul(c.saturating_add(4)))
-                    .saturating_add(64);
-                cols = cols.max(im2col.max(direct));
-                (c, h, w) = (f, ho, wo);
-            }
-            LayerSpec::Relu => {}
-            LayerSpec::MaxPool { size, stride, .. } => {
-                // Ceil mode's size, which is never below floor mode's.
-                let (k, s) = (size as u128, stride.max(1) as u128);
-                h = h.saturating_sub(k).div_ceil(s) + 1;
-                w = w.saturating_sub(k).div_ceil(s) + 1;
-                argmax = argmax.saturating_add(c.saturating_mul(h).saturating_mul(w));
-            }
-            LayerSpec::GlobalAvgPool => (h, w) = (1, 1),
-            LayerSpec::Flatten => {
-                (c, h, w) = (c.saturating_mul(h).saturating_mul(w), 1, 1);
-                continue;
-            }
-            LayerSpec::Dense { units, bias } => {
-                let u = units as u128;
-                let inputs = c.saturating_mul(h).saturating_mul(w);
-                params =
-                    params.saturating_add(u.saturating_mul(inputs)).saturating_add(if bias { u } else { 0 });
-                (c, h, w) = (u, 1, 1);
-            }
-        }
-        acts = acts.saturating_add(c.saturating_mul(h).saturating_mul(w));
-    }
     let batch = max_batch.max(1);
     let lanes = LANES.min(batch) as u128;
-    let chunk = batch.div_ceil(LANES).min(MAX_CHUNK) as u128;
-    // Scratch is counted per image of a chunk, generously: a lane may lay
-    // out im2col for a whole chunk at once.
-    let per_lane = acts
-        .saturating_mul(2)
-        .saturating_add(argmax)
-        .saturating_add(cols)
-        .saturating_add(c)
-        .saturating_mul(chunk)
-        .saturating_add(params);
-    let floats = params.saturating_mul(3).saturating_add(lanes.saturating_mul(per_lane));
+    let chunk = batch.div_ceil(LANES).min(MAX_CHUNK);
+    if ops::bounded(&[input.c, input.h, input.w]).is_err() {
+        return u128::MAX;
+    }
+    // Floats per arena: parameters; activations (and their gradients) and
+    // max-pool indices per image; convolution scratch per chunk. Spec order:
+    // the ReLU that runs after a max pool (see `Plan::new`) changes no size.
+    let (mut params, mut acts, mut argmax, mut scratch) = (0u128, 0u128, 0u128, 0u128);
+    let mut shape = input;
+    for layer in &spec.layers {
+        match ops::resolve(layer, shape) {
+            Ok(Resolved::Node { op, out, bias }) => {
+                if let Some(p) = op.params(bias) {
+                    params += (p.weight_len() + p.bias) as u128;
+                }
+                acts += out.len() as u128;
+                argmax += op.argmax_len() as u128;
+                scratch = scratch.max(op.scratch_len(chunk) as u128);
+                shape = out;
+            }
+            Ok(Resolved::Reshape(to)) => shape = to,
+            Err(Refusal::TooLarge) => return u128::MAX,
+            Err(_) => break,
+        }
+    }
+    let chunk = chunk as u128;
+    // Per lane: activations and their gradients, argmax, scratch, the
+    // softmax probabilities and the seed loss's delta (one logit vector
+    // each per image), and the lane's gradient arena.
+    let per_lane = (2 * acts + argmax + 2 * shape.len() as u128) * chunk + scratch + params;
+    let floats = 3 * params + lanes * per_lane;
     // Plus the plan's bookkeeping: nodes, tensor names, the spec.
     let bookkeeping = 64 * 1024 + 1024 * spec.layers.len() as u128;
     floats.saturating_mul(4).saturating_add(bookkeeping)

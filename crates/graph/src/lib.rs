@@ -6,6 +6,8 @@
 //! ```
 //!
 //! - [`spec`]: layer specs and the presets (`seed-fc`, `seed-gap`, ...).
+//! - [`ops`]: every layer's operation, defined once: shapes, parameters,
+//!   scratch, forward and backward (where to add a layer).
 //! - [`plan`]: shape inference, named parameter tensors, the arenas.
 //! - [`exec`]: forward, backward, evaluate, predict over lanes of images.
 //! - [`optim`]: SGD with momentum and weight decay (and the original
@@ -23,6 +25,7 @@ pub mod brief;
 pub mod checkpoint;
 pub mod exec;
 pub mod inspect;
+pub mod ops;
 pub mod optim;
 pub mod plan;
 pub mod probe;
@@ -32,7 +35,8 @@ pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata}
 pub use exec::{lane_range, Reduction};
 pub use inspect::footprint_bytes;
 pub use kernel::{argmax, simd, Loss, LossSums};
+pub use ops::Op;
 pub use optim::{clipped_lr, sgd_update, Sgd};
-pub use plan::{Init, Node, Op, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};
+pub use plan::{Init, Node, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};
 pub use probe::{ClassMaps, Head, ProbeError, Trace};
 pub use spec::{preset, LayerSpec, ModelSpec, PRESETS};

@@ -9,7 +9,8 @@ use kernel::{Loss, LossSums};
 use rayon::prelude::*;
 
 use crate::exec::Reduction;
-use crate::plan::{Op, Plan};
+use crate::ops::Op;
+use crate::plan::Plan;
 
 /// Optimiser settings for one step.
 #[derive(Clone, Copy, Debug, PartialEq)]

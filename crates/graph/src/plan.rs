@@ -1,6 +1,8 @@
 //! `Plan`: shape inference, checking, and the memory of a model, laid out
 //! once. After `Plan::new` nothing in forward, backward or the SGD step
-//! touches the heap.
+//! touches the heap. What each layer makes of its input, its parameters
+//! and its scratch come from its op (`ops.rs`); this file names the nodes
+//! and lays their memory out.
 //!
 //! Memory, llm.c style:
 //! - `params`, `grads`, `velocity`: one flat arena each, carved into named
@@ -17,11 +19,12 @@
 use std::fmt;
 use std::ops::Range;
 
-use kernel::{Conv2d, Dense, LossSums, MaxPool2d};
+use kernel::LossSums;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+use crate::ops::{self, Op, Resolved};
 use crate::spec::{LayerSpec, ModelSpec};
 
 /// Fixed number of lanes a batch is split into. Fixed, not the thread
@@ -85,16 +88,6 @@ impl fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
-/// What a node computes, with its shapes resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Conv(Conv2d),
-    Relu,
-    MaxPool(MaxPool2d),
-    GlobalAvgPool { c: usize, hw: usize },
-    Dense(Dense),
-}
-
 /// One executable layer. Offsets index a lane's arenas for `chunk` images.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -114,11 +107,24 @@ pub struct Node {
 impl Node {
     /// Multiply-adds of one image's forward pass through this node.
     pub fn macs(&self) -> usize {
-        match self.op {
-            Op::Conv(s) => s.macs(),
-            Op::Dense(s) => s.macs(),
-            _ => 0,
-        }
+        self.op.macs()
+    }
+
+    /// This node's weight in a parameter-shaped `arena` (empty if none).
+    pub(crate) fn weight_of<'a>(&self, arena: &'a [f32]) -> &'a [f32] {
+        self.weight.as_ref().map_or(&[], |w| &arena[w.clone()])
+    }
+
+    pub(crate) fn bias_of<'a>(&self, arena: &'a [f32]) -> Option<&'a [f32]> {
+        self.bias.as_ref().map(|b| &arena[b.clone()])
+    }
+
+    /// This node's weight and bias in a gradient `arena`, both at once
+    /// (they are adjacent).
+    pub(crate) fn grads_of<'a>(&self, arena: &'a mut [f32]) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+        let Some(w) = &self.weight else { return (&mut [], None) };
+        let (dw, tail) = arena[w.start..].split_at_mut(w.len());
+        (dw, self.bias.as_ref().map(|b| &mut tail[..b.len()]))
     }
 }
 
@@ -205,103 +211,82 @@ impl Plan {
         if input.is_empty() {
             return Err(err(0, format!("input shape {input} has no elements")));
         }
+        if ops::bounded(&[input.c, input.h, input.w]).is_err() {
+            return Err(err(0, format!("input shape {input} has more than 2^40 elements")));
+        }
         let chunk = max_batch.div_ceil(LANES).min(MAX_CHUNK);
         let mut nodes: Vec<Node> = Vec::new();
         let mut tensors: Vec<Tensor> = Vec::new();
         let (mut n_params, mut n_acts, mut n_argmax, mut n_cols) = (0, 0, 0, 0);
-        let (mut convs, mut fcs, mut relus, mut pools) = (0, 0, 0, 0);
+        let mut counts: Vec<(&str, usize)> = Vec::new();
         let mut shape = input;
-        let mut param = |name: String, dims: Vec<usize>, tensors: &mut Vec<Tensor>| {
-            let len: usize = dims.iter().product();
-            let range = n_params..n_params + len;
-            n_params += len;
-            tensors.push(Tensor { name, shape: dims, range: range.clone() });
-            range
-        };
         for i in execution_order(&spec.layers) {
             let (at, layer) = (i + 1, &spec.layers[i]);
-            let (name, op, out, weight, bias) = match *layer {
-                LayerSpec::Conv { filters, size, stride, pad, bias } => {
-                    if filters == 0 || size == 0 || stride == 0 {
-                        return Err(err(at, format!("{layer}: filters, size and stride must be at least 1")));
-                    }
-                    let s = Conv2d {
-                        c_in: shape.c,
-                        h: shape.h,
-                        w: shape.w,
-                        c_out: filters,
-                        kh: size,
-                        kw: size,
-                        stride,
-                        pad,
-                    };
-                    let (Some(ho), Some(wo)) = (s.checked_out_h(), s.checked_out_w()) else {
-                        return Err(err(
-                            at,
-                            format!("{layer}: input {shape} padded by {pad} is smaller than the {size}x{size} kernel"),
-                        ));
-                    };
-                    convs += 1;
-                    let name = format!("conv{convs}");
-                    let w = param(format!("{name}.weight"), vec![filters, shape.c, size, size], &mut tensors);
-                    let b = bias.then(|| param(format!("{name}.bias"), vec![filters], &mut tensors));
-                    n_cols = n_cols.max(s.scratch_len(chunk));
-                    (name, Op::Conv(s), Shape::new(filters, ho, wo), Some(w), b)
-                }
-                LayerSpec::Relu => {
-                    relus += 1;
-                    (format!("relu{relus}"), Op::Relu, shape, None, None)
-                }
-                LayerSpec::MaxPool { size, stride, ceil } => {
-                    let s = MaxPool2d { c: shape.c, h: shape.h, w: shape.w, size, stride, ceil };
-                    let (Some(ho), Some(wo)) = (s.checked_out_h(), s.checked_out_w()) else {
-                        return Err(err(
-                            at,
-                            format!("{layer}: input {shape} is smaller than the {size}x{size} window (or size/stride is 0)"),
-                        ));
-                    };
-                    pools += 1;
-                    (format!("pool{pools}"), Op::MaxPool(s), Shape::new(shape.c, ho, wo), None, None)
-                }
-                LayerSpec::GlobalAvgPool => {
-                    let op = Op::GlobalAvgPool { c: shape.c, hw: shape.h * shape.w };
-                    ("gap".to_string(), op, Shape::new(shape.c, 1, 1), None, None)
-                }
-                LayerSpec::Flatten => {
-                    shape = Shape::new(shape.len(), 1, 1);
+            let (op, out, bias) = match ops::resolve(layer, shape) {
+                Ok(Resolved::Node { op, out, bias }) => (op, out, bias),
+                Ok(Resolved::Reshape(to)) => {
+                    shape = to;
                     continue;
                 }
-                LayerSpec::Dense { units, bias } => {
-                    if !shape.is_flat() {
-                        return Err(err(
-                            at,
-                            format!("{layer}: input {shape} is not flat; add a flatten or global average pool before it"),
-                        ));
-                    }
-                    if units == 0 {
-                        return Err(err(at, format!("{layer}: needs at least 1 unit")));
-                    }
-                    fcs += 1;
-                    let name = format!("fc{fcs}");
-                    let s = Dense { inputs: shape.c, outputs: units };
-                    let w = param(format!("{name}.weight"), vec![units, shape.c], &mut tensors);
-                    let b = bias.then(|| param(format!("{name}.bias"), vec![units], &mut tensors));
-                    (name, Op::Dense(s), Shape::new(units, 1, 1), Some(w), b)
-                }
+                Err(why) => return Err(err(at, why.message(layer, shape))),
             };
             if out.is_empty() {
                 return Err(err(at, format!("{layer}: output {out} has no elements")));
             }
-            let act = n_acts..n_acts + out.len() * chunk;
-            n_acts = act.end;
-            let argmax = if matches!(op, Op::MaxPool(_)) {
-                let r = n_argmax..n_argmax + out.len() * chunk;
-                n_argmax = r.end;
-                r
+            let (stem, numbered) = op.stem();
+            let name = if numbered {
+                let n = match counts.iter().position(|(s, _)| *s == stem) {
+                    Some(k) => {
+                        counts[k].1 += 1;
+                        counts[k].1
+                    }
+                    None => {
+                        counts.push((stem, 1));
+                        1
+                    }
+                };
+                format!("{stem}{n}")
             } else {
-                0..0
+                stem.to_string()
             };
-            nodes.push(Node { name, op, in_shape: shape, out_shape: out, act, argmax, weight, bias });
+            // Sums of bounded sizes overflow only for absurdly many layers.
+            let too_large = || err(at, ops::Refusal::TooLarge.message(layer, shape));
+            let grow = |total: &mut usize, len: usize| {
+                let end = total.checked_add(len).ok_or_else(too_large)?;
+                Ok::<_, PlanError>(std::mem::replace(total, end)..end)
+            };
+            let (mut weight, mut bias_range) = (None, None);
+            if let Some(p) = op.params(bias) {
+                let w = grow(&mut n_params, p.weight_len())?;
+                tensors.push(Tensor {
+                    name: format!("{name}.weight"),
+                    shape: p.weight_dims().to_vec(),
+                    range: w.clone(),
+                });
+                weight = Some(w);
+                if p.bias > 0 {
+                    let b = grow(&mut n_params, p.bias)?;
+                    tensors.push(Tensor {
+                        name: format!("{name}.bias"),
+                        shape: vec![p.bias],
+                        range: b.clone(),
+                    });
+                    bias_range = Some(b);
+                }
+            }
+            let act = grow(&mut n_acts, out.len() * chunk)?;
+            let argmax = grow(&mut n_argmax, op.argmax_len() * chunk)?;
+            n_cols = n_cols.max(op.scratch_len(chunk));
+            nodes.push(Node {
+                name,
+                op,
+                in_shape: shape,
+                out_shape: out,
+                act,
+                argmax,
+                weight,
+                bias: bias_range,
+            });
             shape = out;
         }
         match nodes.last() {
@@ -347,18 +332,7 @@ impl Plan {
         let last = self.nodes.len() - 1;
         for (i, node) in self.nodes.iter().enumerate() {
             if let Some(w) = &node.weight {
-                let (fan_in, is_conv) = match node.op {
-                    Op::Conv(s) => (s.col_rows(), true),
-                    Op::Dense(s) => (s.inputs, false),
-                    _ => unreachable!("only conv and dense nodes have weights"),
-                };
-                let he = (2.0 / fan_in as f64).sqrt();
-                let sd = match init {
-                    Init::He => he,
-                    Init::Seed if is_conv => 1.0 / 9.0,
-                    Init::Seed if i == last => he / 100.0,
-                    Init::Seed => he / 10.0,
-                };
+                let sd = node.op.init_sd(init, i == last);
                 let normal = Normal::new(0.0, sd).expect("finite, positive standard deviation");
                 for v in &mut self.params[w.clone()] {
                     *v = normal.sample(&mut rng) as f32;
@@ -421,21 +395,7 @@ impl Plan {
         for node in &self.nodes {
             let params =
                 node.weight.as_ref().map_or(0, |r| r.len()) + node.bias.as_ref().map_or(0, |r| r.len());
-            let op = match node.op {
-                Op::Conv(c) => format!("conv {}@{}x{} s{} p{}", c.c_out, c.kh, c.kw, c.stride, c.pad),
-                Op::Relu => "relu".into(),
-                Op::MaxPool(p) => {
-                    format!(
-                        "maxpool {}x{} s{} {}",
-                        p.size,
-                        p.size,
-                        p.stride,
-                        if p.ceil { "ceil" } else { "floor" }
-                    )
-                }
-                Op::GlobalAvgPool { .. } => "global average pool".into(),
-                Op::Dense(d) => format!("dense {}->{}", d.inputs, d.outputs),
-            };
+            let op = node.op.to_string();
             let out = node.out_shape.to_string();
             s += &format!("{:<8} {:<34} {:>10} {:>10} {:>12}\n", node.name, op, out, params, node.macs());
         }

@@ -18,7 +18,8 @@ use kernel::{
     maxpool_backward, maxpool_forward, relu_backward, relu_forward,
 };
 
-use crate::plan::{Node, Op, Plan};
+use crate::ops::Op;
+use crate::plan::{Node, Plan};
 
 /// What a forward pass of `n` images left behind: the output of every node
 /// from some node on (all of them after [`forward`]).

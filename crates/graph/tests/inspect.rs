@@ -177,3 +177,21 @@ fn an_absurd_spec_is_measured_without_overflow_or_allocation() {
     };
     assert_eq!(footprint_bytes(&wide, Shape::new(usize::MAX, usize::MAX, 1), usize::MAX), u128::MAX);
 }
+
+#[test]
+fn the_bound_stops_at_a_layer_plan_new_refuses() {
+    // Plan::new stops at the dense layer on a plane, before allocating
+    // any arena, so what follows it costs nothing.
+    let spec = ModelSpec {
+        name: "refused".into(),
+        layers: vec![
+            LayerSpec::Conv { filters: 4, size: 3, stride: 1, pad: 1, bias: true },
+            LayerSpec::Dense { units: 2, bias: true },
+            LayerSpec::Flatten,
+            LayerSpec::Dense { units: 1 << 30, bias: true },
+        ],
+    };
+    let input = Shape::new(3, 32, 32);
+    assert!(Plan::new(&spec, input, 64).is_err());
+    assert!(footprint_bytes(&spec, input, 64) < 1 << 30);
+}

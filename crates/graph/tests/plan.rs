@@ -133,3 +133,22 @@ fn relu_before_a_pool_runs_after_it() {
     assert_eq!(relu1.in_shape, pool1.out_shape, "the moved ReLU works on the pooled planes");
     assert_eq!(relu1.out_shape, Shape::new(20, 16, 16));
 }
+
+#[test]
+fn a_layer_too_large_to_address_is_an_error_not_an_overflow() {
+    use LayerSpec::*;
+    let dense = Dense { units: 2, bias: true };
+    // 2^21 filters of 1024 x 1024 planes: 2^41 values.
+    let huge = Conv { filters: 1 << 21, size: 3, stride: 1, pad: 1, bias: true };
+    let e = error_of(vec![huge, Flatten, dense.clone()], Shape::new(1, 1024, 1024));
+    assert!(e.starts_with("layer 1:") && e.contains("2^40"), "{e}");
+    let e = error_of(vec![Flatten, Dense { units: usize::MAX, bias: true }], Shape::new(3, 8, 8));
+    assert!(e.starts_with("layer 2:") && e.contains("2^40"), "{e}");
+    let e = error_of(
+        vec![Conv { filters: 1, size: 3, stride: 1, pad: usize::MAX, bias: true }, Flatten, dense.clone()],
+        Shape::new(3, 8, 8),
+    );
+    assert!(e.starts_with("layer 1:") && e.contains("2^40"), "{e}");
+    let e = error_of(vec![Flatten, dense], Shape::new(usize::MAX, 2, 1));
+    assert!(e.starts_with("model:") && e.contains("2^40"), "{e}");
+}
