@@ -3,22 +3,17 @@
 //! class activation maps (CAM, Grad-CAM) of the planes that feed the head,
 //! and pruning those planes by weight surgery.
 //!
-//! This is an interpreter of its own over the public [`Plan`] API (the node
-//! list and the parameter arena) and the kernel functions, allocating fresh
-//! buffers on every call. It deliberately does not share the lanes and
-//! arenas of `exec.rs`: those are laid out for the training hot path and
-//! change with it, while explaining a prediction runs a few thousand images
-//! once and can afford to allocate. Results agree with [`Plan::predict`] up
-//! to float summation order.
+//! It runs the nodes' own forward and backward functions (`ops.rs`) on
+//! buffers of its own, allocated on every call, over all the images at
+//! once. It deliberately does not share the lanes and arenas of `exec.rs`:
+//! those are laid out for the training hot path and change with it, while
+//! explaining a prediction runs a few thousand images once and can afford
+//! to allocate. Results agree with [`Plan::predict`] up to float summation
+//! order.
 
 use std::fmt;
 
-use kernel::{
-    conv2d_backward, conv2d_forward, dense_backward, dense_forward, gap_backward, gap_forward,
-    maxpool_backward, maxpool_forward, relu_backward, relu_forward,
-};
-
-use crate::ops::Op;
+use crate::ops::{Bwd, Fwd, Op};
 use crate::plan::{Node, Plan};
 
 /// What a forward pass of `n` images left behind: the output of every node
@@ -77,10 +72,6 @@ pub fn forward_from(plan: &Plan, node: usize, output: &[f32]) -> Trace {
     trace
 }
 
-fn slice<'a>(plan: &'a Plan, range: &Option<std::ops::Range<usize>>) -> Option<&'a [f32]> {
-    range.as_ref().map(|r| &plan.params()[r.clone()])
-}
-
 /// Nodes `from..` on `input` (the output of node `from - 1`, or the images).
 fn run(plan: &Plan, from: usize, input: &[f32], n: usize) -> Trace {
     let nodes = plan.nodes();
@@ -88,22 +79,19 @@ fn run(plan: &Plan, from: usize, input: &[f32], n: usize) -> Trace {
     let mut argmax = vec![Vec::new(); nodes.len()];
     for i in from..nodes.len() {
         let node = &nodes[i];
-        let x: &[f32] = if i == from { input } else { &outputs[i - 1] };
         let mut y = vec![0.0f32; n * node.out_shape.len()];
-        let (w, b) = (slice(plan, &node.weight), slice(plan, &node.bias));
-        match node.op {
-            Op::Conv(s) => {
-                let mut cols = vec![0.0f32; s.scratch_len(n)];
-                conv2d_forward(&s, n, x, w.expect("conv has weights"), b, &mut y, &mut cols);
-            }
-            Op::Relu => relu_forward(x, &mut y),
-            Op::MaxPool(s) => {
-                argmax[i] = vec![0u32; y.len()];
-                maxpool_forward(&s, n, x, &mut y, &mut argmax[i]);
-            }
-            Op::GlobalAvgPool { c, hw } => gap_forward(c, hw, n, x, &mut y),
-            Op::Dense(s) => dense_forward(&s, n, x, w.expect("dense has weights"), b, &mut y),
-        }
+        argmax[i] = vec![0u32; n * node.op.argmax_len()];
+        node.op.forward(
+            n,
+            Fwd {
+                x: if i == from { input } else { &outputs[i - 1] },
+                y: &mut y,
+                w: node.weight_of(plan.params()),
+                b: node.bias_of(plan.params()),
+                scratch: &mut vec![0.0f32; node.op.scratch_len(n)],
+                argmax: &mut argmax[i],
+            },
+        );
         outputs[i] = y;
     }
     Trace { n, from, outputs, argmax }
@@ -131,21 +119,24 @@ pub fn gradient(plan: &Plan, trace: &Trace, classes: &[usize], node: usize) -> V
 /// The gradient with respect to node `i`'s input, from its output gradient.
 fn backward_node(plan: &Plan, node: &Node, trace: &Trace, i: usize, dy: &[f32]) -> Vec<f32> {
     let n = trace.n;
-    let x = &trace.outputs[i - 1];
     let mut dx = vec![0.0f32; n * node.in_shape.len()];
-    let w = slice(plan, &node.weight);
-    // Parameter gradients come for free with the kernels; they are thrown away.
-    let mut dw = vec![0.0f32; node.weight.as_ref().map_or(0, |r| r.len())];
-    match node.op {
-        Op::Conv(s) => {
-            let mut cols = vec![0.0f32; s.scratch_len(n)];
-            conv2d_backward(&s, n, x, w.expect("conv"), dy, Some(&mut dx), &mut dw, None, &mut cols, false)
-        }
-        Op::Dense(s) => dense_backward(&s, n, x, w.expect("dense"), dy, Some(&mut dx), &mut dw, None, false),
-        Op::Relu => relu_backward(&trace.outputs[i], dy, &mut dx),
-        Op::MaxPool(s) => maxpool_backward(&s, n, dy, &trace.argmax[i], &mut dx),
-        Op::GlobalAvgPool { c, hw } => gap_backward(c, hw, n, dy, &mut dx),
-    }
+    node.op.backward(
+        n,
+        Bwd {
+            x: &trace.outputs[i - 1],
+            y: &trace.outputs[i],
+            dy,
+            dx: Some(&mut dx),
+            w: node.weight_of(plan.params()),
+            // Parameter gradients come for free with the kernels; they are thrown away.
+            dw: &mut vec![0.0f32; node.weight.as_ref().map_or(0, |r| r.len())],
+            db: None,
+            accumulate: false,
+            delta: None,
+            scratch: &mut vec![0.0f32; node.op.scratch_len(n)],
+            argmax: &trace.argmax[i],
+        },
+    );
     dx
 }
 
@@ -231,11 +222,7 @@ pub fn head(plan: &Plan) -> Result<Head, ProbeError> {
 pub fn receptive_centre(plan: &Plan, node: usize) -> (f64, f64) {
     let (mut a, mut b) = (1.0, 0.0);
     for n in &plan.nodes()[..=node] {
-        let (k, s, p) = match n.op {
-            Op::Conv(c) => (c.kh, c.stride, c.pad),
-            Op::MaxPool(m) => (m.size, m.stride, 0),
-            _ => continue,
-        };
+        let Some((k, s, p)) = n.op.window() else { continue };
         b += a * ((k as f64 - 1.0) / 2.0 - p as f64);
         a *= s as f64;
     }
