@@ -1,16 +1,23 @@
-//! Forward and backward over a [`Plan`]: one plain loop over the nodes per
-//! chunk of images, inside one rayon task per lane.
+//! Forward and backward over a [`Plan`]: one walk of a batch's lanes and
+//! chunks ([`Plan::run_lanes`]), one loop over the nodes forward and one
+//! backward, each node's work done by its [`Op`](crate::Op). The training
+//! step, evaluation and prediction differ only in what they do per chunk.
+//!
+//! A step can be watched node by node with an [`Observer`]
+//! ([`Plan::forward_backward_observed`]); the plain step is the same code
+//! with an observer whose `TIMED` is a constant `false`, so it reads no
+//! clock and computes the same bits.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use kernel::{
-    conv2d_backward, conv2d_forward, dense_backward, dense_forward, dense_input_grad, gap_backward,
-    gap_forward, maxpool_backward, maxpool_forward, reduce::sum_in_order, relu_backward, relu_forward,
-    seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss, LossSums,
+    reduce::sum_in_order, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss,
+    LossSums,
 };
 use rayon::prelude::*;
 
-use crate::ops::Op;
+use crate::ops::{Bwd, Fwd};
 use crate::plan::{Lane, Node, Plan, LANES};
 
 /// How per-image gradients combine over a batch.
@@ -29,6 +36,70 @@ pub fn lane_range(n: usize, lanes: usize, l: usize) -> Range<usize> {
     let (base, rem) = (n / lanes, n % lanes);
     let start = l * base + l.min(rem);
     start..start + base + usize::from(l < rem)
+}
+
+/// Which pass a timed piece of work belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Forward,
+    Backward,
+}
+
+/// One node's work on one chunk of one lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub lane: usize,
+    /// Index into [`Plan::nodes`], or `nodes().len()` for the softmax loss
+    /// (forward: probabilities and loss; backward: the logit gradients).
+    pub node: usize,
+    pub phase: Phase,
+    /// Images in the chunk.
+    pub images: usize,
+    /// Wall time of the work, on the lane's thread.
+    pub nanos: u64,
+}
+
+/// Watches a step node by node; called from the lanes' threads at once.
+pub trait Observer: Sync {
+    /// Whether to read the clock at all. The plain step's observer says
+    /// `false`, a constant, so its step compiles to the unobserved code.
+    const TIMED: bool = true;
+    /// After every node (and the loss) on every chunk of every lane.
+    fn node(&self, event: Event);
+    /// After the lanes' gradients are summed (wall nanoseconds).
+    fn reduced(&self, _nanos: u64) {}
+}
+
+/// The observer of the plain step: no clock, no calls.
+struct Unobserved;
+
+impl Observer for Unobserved {
+    const TIMED: bool = false;
+    fn node(&self, _: Event) {}
+}
+
+/// The clock, when `O` wants it.
+#[inline(always)]
+fn start<O: Observer>() -> Option<Instant> {
+    O::TIMED.then(Instant::now)
+}
+
+/// Report the work begun at `t` (if timed) as `node`, `phase`.
+#[inline(always)]
+fn report<O: Observer>(obs: &O, t: Option<Instant>, lane: usize, node: usize, phase: Phase, images: usize) {
+    if let Some(t) = t {
+        obs.node(Event { lane, node, phase, images, nanos: t.elapsed().as_nanos() as u64 });
+    }
+}
+
+/// A lane's chunk: images `start..start + m` of the batch.
+#[derive(Clone, Copy)]
+struct Chunk {
+    lane: usize,
+    start: usize,
+    m: usize,
+    /// The lane's first chunk: parameter gradients are overwritten.
+    first: bool,
 }
 
 impl Plan {
@@ -50,6 +121,31 @@ impl Plan {
         n
     }
 
+    /// The one walk of a batch of `n` images: split into lanes by
+    /// [`lane_range`], lanes run by rayon, each walking its images in chunks
+    /// of up to `chunk`, calling `each` on every chunk with the lane's
+    /// memory and its entry of `per_lane` (e.g. its slice of the output).
+    /// Returns the number of lanes used.
+    fn run_lanes<S: Send>(
+        &mut self,
+        n: usize,
+        per_lane: &mut [S],
+        each: impl Fn(&[Node], &[f32], &mut Lane, &mut S, Chunk) + Sync,
+    ) -> usize {
+        let Plan { nodes, params, lanes, chunk, .. } = self;
+        let (total, chunk) = (lanes.len(), *chunk);
+        let used = n.min(total);
+        lanes[..used].par_iter_mut().zip(&mut per_lane[..used]).enumerate().for_each(|(l, (lane, s))| {
+            lane.sums = LossSums::default();
+            let r = lane_range(n, total, l);
+            for start in r.clone().step_by(chunk) {
+                let c = Chunk { lane: l, start, m: chunk.min(r.end - start), first: start == r.start };
+                each(nodes, params, lane, s, c);
+            }
+        });
+        used
+    }
+
     /// Forward and backward over one batch `x[n, C, H, W]` with `labels[n]`
     /// (each below `classes()`). Leaves the gradients in [`Plan::grads`] and
     /// returns the loss sums over the batch.
@@ -60,57 +156,61 @@ impl Plan {
         loss: Loss,
         reduction: Reduction,
     ) -> LossSums {
+        self.forward_backward_observed(x, labels, loss, reduction, &Unobserved)
+    }
+
+    /// [`Plan::forward_backward`], telling `obs` how long every node (and
+    /// the loss) took on every chunk. Same results to the bit.
+    pub fn forward_backward_observed<O: Observer>(
+        &mut self,
+        x: &[f32],
+        labels: &[u32],
+        loss: Loss,
+        reduction: Reduction,
+        obs: &O,
+    ) -> LossSums {
         let n = self.batch_len(x, Some(labels));
         let scale = match reduction {
             Reduction::Mean => 1.0 / n as f32,
             Reduction::Sum => 1.0,
         };
-        let used = n.min(self.lanes.len());
-        let Plan { nodes, params, lanes, chunk, classes, input, .. } = self;
-        let (chunk, k, per) = (*chunk, *classes, input.len());
-        let total = lanes.len();
-        lanes[..used].par_iter_mut().enumerate().for_each(|(l, lane)| {
-            lane.sums = LossSums::default();
-            let r = lane_range(n, total, l);
-            for start in r.clone().step_by(chunk) {
-                let m = chunk.min(r.end - start);
-                let xs = &x[start * per..(start + m) * per];
-                let ys = &labels[start..start + m];
-                forward_chunk(nodes, params, lane, xs, m);
-                let last = &nodes[nodes.len() - 1].act;
-                let sums = softmax_loss_forward(loss, k, m, &lane.acts[last.clone()], ys, &mut lane.probs);
-                lane.sums.add(&sums);
-                softmax_loss_backward(loss, k, m, &lane.probs, ys, scale, &mut lane.dacts[last.clone()]);
-                let quirk = loss.has_seed_quirk();
-                if quirk {
-                    seed_quirk_weight_delta(k, m, &lane.probs, ys, scale, &mut lane.wdelta);
-                }
-                backward_chunk(nodes, params, lane, xs, m, start != r.start, quirk);
+        let (k, per) = (self.classes, self.input.len());
+        let quirk = loss.has_seed_quirk();
+        let used = self.run_lanes(n, &mut [(); LANES], |nodes, params, lane, _, c| {
+            let (xs, ys) = (&x[c.start * per..(c.start + c.m) * per], &labels[c.start..c.start + c.m]);
+            forward_nodes(nodes, params, lane, xs, c, obs);
+            let (logits, m, at) = (nodes[nodes.len() - 1].act.clone(), c.m, nodes.len());
+            let t = start::<O>();
+            let sums = softmax_loss_forward(loss, k, m, &lane.acts[logits.clone()], ys, &mut lane.probs);
+            lane.sums.add(&sums);
+            report(obs, t, c.lane, at, Phase::Forward, m);
+            let t = start::<O>();
+            softmax_loss_backward(loss, k, m, &lane.probs, ys, scale, &mut lane.dacts[logits]);
+            if quirk {
+                seed_quirk_weight_delta(k, m, &lane.probs, ys, scale, &mut lane.wdelta);
             }
+            report(obs, t, c.lane, at, Phase::Backward, m);
+            backward_nodes(nodes, params, lane, xs, c, quirk, obs);
         });
+        let t = start::<O>();
         let lanes = &self.lanes;
         sum_in_order(&mut self.grads, used, |l| &lanes[l].grads);
+        if let Some(t) = t {
+            obs.reduced(t.elapsed().as_nanos() as u64);
+        }
         total_sums(&self.lanes[..used])
     }
 
     /// Forward only, with the loss sums (no gradients): evaluation.
     pub fn evaluate(&mut self, x: &[f32], labels: &[u32], loss: Loss) -> LossSums {
         let n = self.batch_len(x, Some(labels));
-        let used = n.min(self.lanes.len());
-        let Plan { nodes, params, lanes, chunk, classes, input, .. } = self;
-        let (chunk, k, per) = (*chunk, *classes, input.len());
-        let total = lanes.len();
-        lanes[..used].par_iter_mut().enumerate().for_each(|(l, lane)| {
-            lane.sums = LossSums::default();
-            let r = lane_range(n, total, l);
-            for start in r.clone().step_by(chunk) {
-                let m = chunk.min(r.end - start);
-                forward_chunk(nodes, params, lane, &x[start * per..(start + m) * per], m);
-                let last = &nodes[nodes.len() - 1].act;
-                let ys = &labels[start..start + m];
-                let sums = softmax_loss_forward(loss, k, m, &lane.acts[last.clone()], ys, &mut lane.probs);
-                lane.sums.add(&sums);
-            }
+        let (k, per) = (self.classes, self.input.len());
+        let used = self.run_lanes(n, &mut [(); LANES], |nodes, params, lane, _, c| {
+            forward_nodes(nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
+            let logits = &lane.acts[nodes[nodes.len() - 1].act.clone()];
+            let ys = &labels[c.start..c.start + c.m];
+            let sums = softmax_loss_forward(loss, k, c.m, logits, ys, &mut lane.probs);
+            lane.sums.add(&sums);
         });
         total_sums(&self.lanes[..used])
     }
@@ -118,31 +218,22 @@ impl Plan {
     /// Forward only: writes the logits `[n, classes]` of `x[n, C, H, W]`.
     pub fn predict(&mut self, x: &[f32], logits: &mut [f32]) {
         let n = self.batch_len(x, None);
-        let used = n.min(self.lanes.len());
-        let Plan { nodes, params, lanes, chunk, classes, input, .. } = self;
-        let (chunk, k, per) = (*chunk, *classes, input.len());
-        let total = lanes.len();
+        let (k, per, lanes) = (self.classes, self.input.len(), self.lanes.len());
         assert_eq!(logits.len(), n * k, "logits buffer must hold {n} x {k} values");
         // Carve `logits` into one disjoint slice per lane, on the stack.
         let mut outs: [&mut [f32]; LANES] = Default::default();
         let mut rest = logits;
-        for (l, out) in outs.iter_mut().enumerate().take(used) {
-            let (head, tail) = rest.split_at_mut(lane_range(n, total, l).len() * k);
+        for (l, out) in outs.iter_mut().enumerate().take(n.min(lanes)) {
+            let (head, tail) = rest.split_at_mut(lane_range(n, lanes, l).len() * k);
             *out = head;
             rest = tail;
         }
-        lanes[..used].par_iter_mut().zip(outs[..used].par_iter_mut()).enumerate().for_each(
-            |(l, (lane, out))| {
-                let r = lane_range(n, total, l);
-                for start in r.clone().step_by(chunk) {
-                    let m = chunk.min(r.end - start);
-                    forward_chunk(nodes, params, lane, &x[start * per..(start + m) * per], m);
-                    let last = &nodes[nodes.len() - 1].act;
-                    let o = (start - r.start) * k;
-                    out[o..o + m * k].copy_from_slice(&lane.acts[last.start..last.start + m * k]);
-                }
-            },
-        );
+        self.run_lanes(n, &mut outs, |nodes, params, lane, out, c| {
+            forward_nodes(nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
+            let last = &nodes[nodes.len() - 1].act;
+            let o = (c.start - lane_range(n, lanes, c.lane).start) * k;
+            out[o..o + c.m * k].copy_from_slice(&lane.acts[last.start..last.start + c.m * k]);
+        });
     }
 }
 
@@ -154,90 +245,68 @@ fn total_sums(lanes: &[Lane]) -> LossSums {
     total
 }
 
-/// Bias range of a node, if any, as a slice of `arena`.
-fn bias<'a>(node: &Node, arena: &'a [f32]) -> Option<&'a [f32]> {
-    node.bias.as_ref().map(|b| &arena[b.clone()])
-}
-
-/// Run `m` images `x` through every node, leaving each node's output in
-/// the lane's activation arena.
-fn forward_chunk(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m: usize) {
+/// Run the chunk's images `x` through every node, leaving each node's
+/// output in the lane's activation arena.
+fn forward_nodes<O: Observer>(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], c: Chunk, obs: &O) {
     let Lane { acts, argmax, cols, .. } = lane;
+    let m = c.m;
     for (i, node) in nodes.iter().enumerate() {
         let (before, rest) = acts.split_at_mut(node.act.start);
         let input: &[f32] = if i == 0 { x } else { &before[nodes[i - 1].act.start..] };
-        let input = &input[..m * node.in_shape.len()];
-        let out = &mut rest[..m * node.out_shape.len()];
-        let w = node.weight.as_ref().map(|w| &params[w.clone()]);
-        match node.op {
-            Op::Conv(s) => conv2d_forward(&s, m, input, w.unwrap(), bias(node, params), out, cols),
-            Op::Relu => relu_forward(input, out),
-            Op::MaxPool(s) => maxpool_forward(&s, m, input, out, &mut argmax[node.argmax.clone()]),
-            Op::GlobalAvgPool { c, hw } => gap_forward(c, hw, m, input, out),
-            Op::Dense(s) => dense_forward(&s, m, input, w.unwrap(), bias(node, params), out),
-        }
+        let t = start::<O>();
+        node.op.forward(
+            m,
+            Fwd {
+                x: &input[..m * node.in_shape.len()],
+                y: &mut rest[..m * node.out_shape.len()],
+                w: node.weight_of(params),
+                b: node.bias_of(params),
+                scratch: cols,
+                argmax: &mut argmax[node.argmax.clone()],
+            },
+        );
+        report(obs, t, c.lane, i, Phase::Forward, m);
     }
 }
 
-/// Backward through every node for `m` images, from the logit gradients
+/// Backward through every node for the chunk, from the logit gradients
 /// already in the last node's slot of `dacts`. Parameter gradients go to
-/// the lane's own arena: overwritten, or added to when `accumulate`. With
-/// `quirk`, the last (dense) node's weight gradient comes from the lane's
+/// the lane's own arena, overwritten on its first chunk and added to after.
+/// With `quirk`, the last node's parameter gradients come from the lane's
 /// `wdelta` instead (`Loss::SeedSquaredError`); its input gradient does not.
-fn backward_chunk(
+fn backward_nodes<O: Observer>(
     nodes: &[Node],
     params: &[f32],
     lane: &mut Lane,
     x: &[f32],
-    m: usize,
-    accumulate: bool,
+    c: Chunk,
     quirk: bool,
+    obs: &O,
 ) {
     let Lane { acts, dacts, argmax, cols, grads, wdelta, .. } = lane;
-    let last = nodes.len() - 1;
+    let (m, last) = (c.m, nodes.len() - 1);
     for (i, node) in nodes.iter().enumerate().rev() {
         let (in_len, out_len) = (m * node.in_shape.len(), m * node.out_shape.len());
         let input: &[f32] = if i == 0 { x } else { &acts[nodes[i - 1].act.start..] };
-        let input = &input[..in_len];
-        let y = &acts[node.act.start..node.act.start + out_len];
         let (dbefore, drest) = dacts.split_at_mut(node.act.start);
-        let dy = &drest[..out_len];
-        let dx = if i == 0 { None } else { Some(&mut dbefore[nodes[i - 1].act.start..][..in_len]) };
-        let w = node.weight.as_ref().map(|w| &params[w.clone()]);
-        // Weight and bias gradients are adjacent in the arena.
-        let (dw, db) = match (&node.weight, &node.bias) {
-            (Some(w), b) => {
-                let (dw, tail) = grads[w.start..].split_at_mut(w.len());
-                (Some(dw), b.as_ref().map(|b| &mut tail[..b.len()]))
-            }
-            _ => (None, None),
-        };
-        match node.op {
-            Op::Conv(s) => {
-                conv2d_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, cols, accumulate)
-            }
-            Op::Dense(s) if quirk && i == last => {
-                dense_backward(&s, m, input, w.unwrap(), wdelta, None, dw.unwrap(), db, accumulate);
-                if let Some(dx) = dx {
-                    dense_input_grad(&s, m, w.unwrap(), dy, dx);
-                }
-            }
-            Op::Dense(s) => dense_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, accumulate),
-            Op::Relu => {
-                if let Some(dx) = dx {
-                    relu_backward(y, dy, dx);
-                }
-            }
-            Op::MaxPool(s) => {
-                if let Some(dx) = dx {
-                    maxpool_backward(&s, m, dy, &argmax[node.argmax.clone()], dx);
-                }
-            }
-            Op::GlobalAvgPool { c, hw } => {
-                if let Some(dx) = dx {
-                    gap_backward(c, hw, m, dy, dx);
-                }
-            }
-        }
+        let (dw, db) = node.grads_of(grads);
+        let t = start::<O>();
+        node.op.backward(
+            m,
+            Bwd {
+                x: &input[..in_len],
+                y: &acts[node.act.start..node.act.start + out_len],
+                dy: &drest[..out_len],
+                dx: if i == 0 { None } else { Some(&mut dbefore[nodes[i - 1].act.start..][..in_len]) },
+                w: node.weight_of(params),
+                dw,
+                db,
+                accumulate: !c.first,
+                delta: (quirk && i == last).then_some(&wdelta[..]),
+                scratch: cols,
+                argmax: &argmax[node.argmax.clone()],
+            },
+        );
+        report(obs, t, c.lane, i, Phase::Backward, m);
     }
 }

@@ -9,7 +9,8 @@
 //! - [`ops`]: every layer's operation, defined once: shapes, parameters,
 //!   scratch, forward and backward (where to add a layer).
 //! - [`plan`]: shape inference, named parameter tensors, the arenas.
-//! - [`exec`]: forward, backward, evaluate, predict over lanes of images.
+//! - [`exec`]: forward, backward, evaluate, predict over lanes of images,
+//!   and the observed step (per-node timings).
 //! - [`optim`]: SGD with momentum and weight decay (and the original
 //!   engine's clipped dense step).
 //! - [`checkpoint`]: parameters and optimizer state as safetensors.
@@ -32,7 +33,7 @@ pub mod probe;
 pub mod spec;
 
 pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata};
-pub use exec::{lane_range, Reduction};
+pub use exec::{lane_range, Event, Observer, Phase, Reduction};
 pub use inspect::footprint_bytes;
 pub use kernel::{argmax, simd, Loss, LossSums};
 pub use ops::Op;
