@@ -13,10 +13,10 @@
 //!   thread at once, and on one thread alone);
 //! - `Plan::train_step` (batch 64, 256) and `Plan::predict` (64, 256) for
 //!   `seed-fc` and `seed-gap`, and the batch-64 step in a 1-thread pool;
-//! - a per-node timed replay of the batch-64 training step (the benches'
-//!   copy of the engine's lanes, checked bit-identical to
-//!   `Plan::forward_backward` first): the CPU time of every layer, forward
-//!   and backward, as a share of the real step's time.
+//! - the batch-64 training step observed node by node
+//!   (`Plan::forward_backward_observed`, the plain step's code with a clock
+//!   around every node, then `Plan::sgd_step`): the lane time of every
+//!   layer, forward and backward, as a share of the observed step's time.
 //!
 //! Prints Markdown (README-ready) on stdout; progress on stderr.
 
@@ -28,7 +28,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use common::timing::{est, median, run, Cfg, Est, Job};
-use common::{plan, Ceiling, Setup, StepWall, LOSS, PRESETS, REDUCTION, SGD};
+use common::{plan, Ceiling, NodeTimes, LOSS, PRESETS, REDUCTION, SGD};
 use report::{print_report, Report, Speeds, VALID};
 
 /// `12,345`.
@@ -52,19 +52,30 @@ fn bytes(b: usize) -> String {
     }
 }
 
-/// Per-node replay results of one preset: thread-microseconds per image.
-/// Everything per round, so that shares are taken within a round.
-struct Replay {
+/// Wall-clock nanoseconds of the phases of observed training steps.
+#[derive(Clone, Copy, Debug, Default)]
+struct StepWall {
+    /// `forward_backward_observed`: the lanes, then the gradient reduction.
+    step: u64,
+    /// The gradient reduction alone (reported by the observer).
+    reduce: u64,
+    /// `sgd_step`.
+    sgd: u64,
+}
+
+/// Per-node results of one preset's observed steps: thread-microseconds
+/// per image. Everything per round, so that shares are taken within a round.
+struct Observed {
     /// Per round, per node (then the loss): `[forward, backward]`.
     us: Vec<Vec<[f64; 2]>>,
     /// Per round: gradient reduction + SGD, wall x threads, per image.
     update_us: Vec<f64>,
-    /// Per round: the replayed step (lanes + reduce + SGD), wall x threads,
+    /// Per round: the observed step (lanes + reduce + SGD), wall x threads,
     /// per image: what the shares are shares of.
     step_us: Vec<f64>,
 }
 
-impl Replay {
+impl Observed {
     /// Median over rounds of `f(round)`.
     fn med(&self, f: impl Fn(usize) -> f64) -> f64 {
         median(&(0..self.us.len()).map(f).collect::<Vec<_>>())
@@ -167,8 +178,8 @@ fn main() {
     let n = 64;
     let big = 256;
 
-    eprintln!("summary: checking the replay against Plan::forward_backward");
-    let mut setups: Vec<Setup> = PRESETS.iter().map(|name| Setup::new(name, n)).collect();
+    let mut watched: Vec<_> = PRESETS.iter().map(|p| plan(p, n)).collect();
+    let times: Vec<NodeTimes> = watched.iter().map(NodeTimes::new).collect();
     let ceiling = Ceiling::new();
     let (x, y) = common::batch(n);
     let (xb, yb) = common::batch(big);
@@ -177,12 +188,12 @@ fn main() {
     let mut single: Vec<_> = PRESETS.iter().map(|p| plan(p, n)).collect();
     let mut valid: Vec<_> = VALID.iter().map(|p| plan(p, n)).collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a rayon pool");
-    let mut replay_nanos: Vec<Vec<Vec<[u64; 2]>>> = vec![Vec::new(); PRESETS.len()];
-    let mut replay_walls: Vec<Vec<(u64, StepWall)>> = vec![Vec::new(); PRESETS.len()];
+    let mut node_nanos: Vec<Vec<Vec<[u64; 2]>>> = vec![Vec::new(); PRESETS.len()];
+    let mut step_walls: Vec<Vec<(u64, StepWall)>> = vec![Vec::new(); PRESETS.len()];
 
     // Jobs, in this order: ceiling on all threads, ceiling on 1 thread,
     // then for each preset: train 64, train 256, infer 64, infer 256,
-    // train 64 on 1 thread, replay 64 (interleaved, see below).
+    // train 64 on 1 thread, observed 64 (interleaved, see below).
     let mut jobs = vec![
         Job::new(|iters| {
             for _ in 0..iters {
@@ -201,9 +212,9 @@ fn main() {
     // gap, ...) so that the two presets' figures of a round are measured
     // next to each other in time.
     let mut by_preset: Vec<Vec<Job>> = Vec::new();
-    let lists = train.iter_mut().zip(&mut infer).zip(&mut single).zip(&mut setups);
-    for ((((t, i), s), setup), (nanos, walls)) in
-        lists.zip(replay_nanos.iter_mut().zip(replay_walls.iter_mut()))
+    let lists = train.iter_mut().zip(&mut infer).zip(&mut single).zip(watched.iter_mut().zip(&times));
+    for ((((t, i), s), (w, times)), (nanos, walls)) in
+        lists.zip(node_nanos.iter_mut().zip(step_walls.iter_mut()))
     {
         let mut mine = Vec::new();
         let [t64, t256] = t;
@@ -239,17 +250,19 @@ fn main() {
                 }
             })
         }));
-        let Setup { replica, x: rx, labels: ry, .. } = setup;
         mine.push(Job::new(move |iters| {
-            replica.reset_nanos();
+            times.reset();
             let mut wall = StepWall::default();
             for _ in 0..iters {
-                let (_, w) = replica.timed_step(rx, ry);
-                wall.lanes += w.lanes;
-                wall.reduce += w.reduce;
-                wall.sgd += w.sgd;
+                let t = Instant::now();
+                black_box(w.forward_backward_observed(x, y, LOSS, REDUCTION, times));
+                wall.step += t.elapsed().as_nanos() as u64;
+                let t = Instant::now();
+                w.sgd_step(&SGD);
+                wall.sgd += t.elapsed().as_nanos() as u64;
             }
-            nanos.push(replica.nanos());
+            wall.reduce = times.reduce_nanos();
+            nanos.push(times.nanos());
             walls.push((iters, wall));
         }));
         by_preset.push(mine);
@@ -292,7 +305,7 @@ fn main() {
         .map(|p| {
             let train64 = ips(p, 0, n);
             let single = ips(p, 4, n);
-            let flops = 6.0 * setups[p].plan.forward_macs() as f64;
+            let flops = 6.0 * watched[p].forward_macs() as f64;
             let pct: Vec<f64> =
                 train64.iter().zip(&ceiling_all).map(|(i, c)| flops * i / 1e9 / c * 100.0).collect();
             let scaling: Vec<f64> = train64.iter().zip(&single).map(|(a, b)| a / b).collect();
@@ -318,10 +331,10 @@ fn main() {
         })
         .collect();
 
-    let replays: Vec<Replay> = (0..PRESETS.len())
+    let observed: Vec<Observed> = (0..PRESETS.len())
         .map(|p| {
-            let nanos = &replay_nanos[p][replay_nanos[p].len() - rounds..];
-            let walls = &replay_walls[p][replay_walls[p].len() - rounds..];
+            let nanos = &node_nanos[p][node_nanos[p].len() - rounds..];
+            let walls = &step_walls[p][step_walls[p].len() - rounds..];
             let per_image = |ns: u64, iters: u64| ns as f64 / 1e3 / (iters as f64 * n as f64);
             let us = nanos
                 .iter()
@@ -333,13 +346,12 @@ fn main() {
             let t = threads as u64;
             let update_us =
                 walls.iter().map(|&(iters, w)| per_image((w.reduce + w.sgd) * t, iters)).collect();
-            let step_us =
-                walls.iter().map(|&(iters, w)| per_image((w.lanes + w.reduce + w.sgd) * t, iters)).collect();
-            Replay { us, update_us, step_us }
+            let step_us = walls.iter().map(|&(iters, w)| per_image((w.step + w.sgd) * t, iters)).collect();
+            Observed { us, update_us, step_us }
         })
         .collect();
 
-    let plans: Vec<&graph::Plan> = setups.iter().map(|s| &s.plan).collect();
+    let plans: Vec<&graph::Plan> = watched.iter().collect();
     print_report(&Report {
         quick,
         threads,
@@ -349,7 +361,7 @@ fn main() {
         ceiling_series: ceiling_all.clone(),
         ceiling_one: est(&ceiling_one),
         plans: &plans,
-        replays: &replays,
+        observed: &observed,
         speeds: &speeds,
         valid: &valid_speeds,
         batch: (n, big),

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Print the criterion results of `cargo bench --bench layers` and
-# `cargo bench --bench step` as Markdown tables (medians from
-# target/criterion/**/new/estimates.json), and check that the per-layer
-# times add up to the step time.
+# Print the criterion results of `cargo bench --bench step` as a Markdown
+# table (medians from target/criterion/**/new/estimates.json). The
+# per-layer bench (`cargo bench --bench layers`) prints its own table.
 #
-#   cargo bench --bench layers --bench step && scripts/criterion-table.sh
+#   cargo bench --bench step && scripts/criterion-table.sh
 #
 # Needs python3 (standard library only).
 set -euo pipefail
@@ -34,20 +33,7 @@ def fmt(ns):
         return f"{ns / 1e3:.1f} µs"
     return f"{ns:.0f} ns"
 
-batches = [1, 64, 256]
-stages = ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3",
-          "fc_head", "gap_head", "softmax_ce"]
-print("Per layer, the whole batch (median time per call; `layer/<stage>/<direction>/<batch>`):\n")
-print("| stage | " + " | ".join(f"fwd b{b} | bwd b{b}" for b in batches) + " |")
-print("| --- |" + " ---: |" * (2 * len(batches)))
-for s in stages:
-    cells = []
-    for b in batches:
-        for d in ["forward", "backward"]:
-            cells.append(fmt(median_ns(f"layer_{s}_{d}", str(b))))
-    print(f"| {s} | " + " | ".join(cells) + " |")
-
-print("\nWhole network (median per call, images/s):\n")
+print("Whole network (median per call, images/s):\n")
 print("| benchmark | time | images/s |")
 print("| --- | ---: | ---: |")
 for group in ["train", "infer"]:
@@ -67,16 +53,4 @@ for name in sorted(os.listdir(cdir)) if os.path.isdir(cdir) else []:
     threads = int(name.split("_x")[1].split("_")[0])
     gflops = 2 * 512**3 * threads / ns
     print(f"\nSGEMM ceiling ({name}): {gflops:.1f} GFLOP/s")
-
-print("\nDo the layers add up? Batch 64, sum of every stage forward + backward against the step:\n")
-print("| preset | sum of layers | train step | layers / step |")
-print("| --- | ---: | ---: | ---: |")
-for preset, head in [("seed-fc", "fc_head"), ("seed-gap", "gap_head")]:
-    names = stages[:8] + [head, "softmax_ce"]
-    parts = [median_ns(f"layer_{s}_{d}", "64") for s in names for d in ["forward", "backward"]]
-    step = median_ns("train", preset, "64")
-    if None in parts or step is None:
-        continue
-    total = sum(parts)
-    print(f"| {preset} | {fmt(total)} | {fmt(step)} | {total / step:.2f} |")
 EOF

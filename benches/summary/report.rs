@@ -2,7 +2,7 @@
 
 use crate::common::timing::{est, median, Est};
 use crate::common::{describe, head_start, node_flops, node_params};
-use crate::{bytes, commit, first_line, thousands, Replay};
+use crate::{bytes, commit, first_line, thousands, Observed};
 
 /// The speeds of one preset.
 pub struct Speeds {
@@ -30,7 +30,7 @@ pub struct Report<'a> {
     pub ceiling_series: Vec<f64>,
     pub ceiling_one: Est,
     pub plans: &'a [&'a graph::Plan],
-    pub replays: &'a [Replay],
+    pub observed: &'a [Observed],
     pub speeds: &'a [Speeds],
     /// Images/s and % of the ceiling of the [`VALID`] presets, batch 64.
     pub valid: &'a [(Est, Est)],
@@ -166,18 +166,18 @@ pub fn print_report(r: &Report) {
 
     // ---- Per-layer shares of the step ----
     println!(
-        "Where the time of a batch-{n} training step goes, from a per-node timed replay of the step \
-         (checked bit-identical to `Plan::forward_backward`): each layer's time summed over the lanes, per \
-         image (µs of thread-time), and its share of the replayed step's wall time x {} threads, taken \
-         within each round.\n",
+        "Where the time of a batch-{n} training step goes, from the engine's own step observed node by \
+         node (`Plan::forward_backward_observed`: the plain step's code with a clock around every node, \
+         same bits): each layer's time summed over the lanes, per image (µs of thread-time), and its share \
+         of the observed step's wall time x {} threads, taken within each round.\n",
         r.threads
     );
     println!("| layer | op | seed-fc µs/image, fwd + bwd | share | seed-gap µs/image, fwd + bwd | share |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     let trunk = head_start(fc.nodes());
-    // rows: node indices of a preset's replay
+    // rows: node indices of a preset's observed step
     let cell = |p: usize, rows: &[usize]| {
-        let (f, b, share) = r.replays[p].rows(rows);
+        let (f, b, share) = r.observed[p].rows(rows);
         format!("{f:.1} + {b:.1} | {:.1}%", share * 100.0)
     };
     for (i, node) in fc.nodes()[..trunk].iter().enumerate() {
@@ -214,22 +214,22 @@ pub fn print_report(r: &Report) {
     );
     println!("| softmax_ce | softmax + cross-entropy | {} | {} |", cell(0, &[kf]), cell(1, &[kg]));
     let upd = |p: usize| {
-        let rp = &r.replays[p];
+        let rp = &r.observed[p];
         let (u, share) = (rp.med(|i| rp.update_us[i]), rp.med(|i| rp.update_us[i] / rp.step_us[i]));
         format!("{u:.1} | {:.1}%", share * 100.0)
     };
     println!("| update | gradient reduction + SGD (wall x threads) | {} | {} |", upd(0), upd(1));
     let other = |p: usize| {
-        let (rest, share) = r.replays[p].other();
+        let (rest, share) = r.observed[p].other();
         format!("{rest:.1} | {:.1}%", share * 100.0)
     };
     println!("| other | threads idle at the end of the lanes, fork/join | {} | {} |", other(0), other(1));
     let step = |p: usize| {
-        let rp = &r.replays[p];
+        let rp = &r.observed[p];
         rp.med(|i| rp.step_us[i])
     };
     println!(
-        "| step | the replayed step, wall x {} threads | {:.1} | 100% | {:.1} | 100% |",
+        "| step | the observed step, wall x {} threads | {:.1} | 100% | {:.1} | 100% |",
         r.threads,
         step(0),
         step(1)
@@ -243,7 +243,7 @@ pub fn print_report(r: &Report) {
     for (p, plan) in r.plans.iter().enumerate() {
         let nodes = plan.nodes();
         for (i, node) in nodes.iter().enumerate().skip(head_start(nodes)) {
-            let (f, b, share) = r.replays[p].rows(&[i]);
+            let (f, b, share) = r.observed[p].rows(&[i]);
             println!(
                 "| {} | {} | {} | {} | {f:.2} | {b:.2} | {:.2}% |",
                 plan.spec().name,
@@ -259,7 +259,7 @@ pub fn print_report(r: &Report) {
     // ---- Convolution efficiency ----
     println!(
         "The convolutions against the SGEMM ceiling of one thread (while all {} run: {:.1} GFLOP/s), from \
-         both presets' replays (same trunk), the percentage taken within each round:\n",
+         both presets' observed steps (same trunk), the percentage taken within each round:\n",
         r.threads,
         r.ceiling.median / r.threads as f64
     );
@@ -270,10 +270,10 @@ pub fn print_report(r: &Report) {
         if ff == 0 {
             continue;
         }
-        // GFLOP/s and % of the per-thread ceiling, per round of both replays
+        // GFLOP/s and % of the per-thread ceiling, per round of both observed steps
         let series = |d: usize, flops: u64| {
             let (mut g, mut pct) = (Vec::new(), Vec::new());
-            for rp in r.replays {
+            for rp in r.observed {
                 for (round, ceiling) in rp.us.iter().zip(&r.ceiling_series) {
                     let gflops = flops as f64 / round[i][d] / 1e3;
                     g.push(gflops);
@@ -291,19 +291,18 @@ pub fn print_report(r: &Report) {
         );
     }
     println!();
-    let replay_ms: Vec<String> = r
-        .replays
+    let observed_ms: Vec<String> = r
+        .observed
         .iter()
         .zip(r.speeds)
         .map(|(rp, s)| {
-            let replay_ms = rp.med(|i| rp.step_us[i]) * n as f64 / r.threads as f64 / 1e3;
-            format!("{replay_ms:.2} ms vs {:.2} ms", s.step_secs * 1e3)
+            let ms = rp.med(|i| rp.step_us[i]) * n as f64 / r.threads as f64 / 1e3;
+            format!("{ms:.2} ms vs {:.2} ms", s.step_secs * 1e3)
         })
         .collect();
     println!(
-        "Replay check: the per-node replay computes the same loss and gradient bits as \
-         `Plan::forward_backward` (checked before timing); replayed step vs `Plan::train_step`, batch {n}: \
-         seed-fc {}, seed-gap {}.",
-        replay_ms[0], replay_ms[1]
+        "The cost of watching: the observed step (clock reads and callbacks around every node) vs the \
+         plain `Plan::train_step`, batch {n}: seed-fc {}, seed-gap {}.",
+        observed_ms[0], observed_ms[1]
     );
 }
