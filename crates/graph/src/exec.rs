@@ -1,5 +1,5 @@
 //! Forward and backward over a [`Plan`]: one walk of a batch's lanes and
-//! chunks ([`Plan::run_lanes`]), one loop over the nodes forward and one
+//! chunks (`run_lanes`), one loop over the nodes forward and one
 //! backward, each node's work done by its [`Op`](crate::Op). The training
 //! step, evaluation and prediction differ only in what they do per chunk.
 //!
