@@ -218,7 +218,6 @@ impl Plan {
         let mut nodes: Vec<Node> = Vec::new();
         let mut tensors: Vec<Tensor> = Vec::new();
         let (mut n_params, mut n_acts, mut n_argmax, mut n_cols) = (0, 0, 0, 0);
-        let mut counts: Vec<(&str, usize)> = Vec::new();
         let mut shape = input;
         for i in execution_order(&spec.layers) {
             let (at, layer) = (i + 1, &spec.layers[i]);
@@ -233,21 +232,11 @@ impl Plan {
             if out.is_empty() {
                 return Err(err(at, format!("{layer}: output {out} has no elements")));
             }
-            let (stem, numbered) = op.stem();
-            let name = if numbered {
-                let n = match counts.iter().position(|(s, _)| *s == stem) {
-                    Some(k) => {
-                        counts[k].1 += 1;
-                        counts[k].1
-                    }
-                    None => {
-                        counts.push((stem, 1));
-                        1
-                    }
-                };
-                format!("{stem}{n}")
-            } else {
-                stem.to_string()
+            let name = match op.stem() {
+                (stem, true) => {
+                    format!("{stem}{}", 1 + nodes.iter().filter(|n| n.op.stem().0 == stem).count())
+                }
+                (stem, false) => stem.to_string(),
             };
             // Sums of bounded sizes overflow only for absurdly many layers.
             let too_large = || err(at, ops::Refusal::TooLarge.message(layer, shape));
@@ -255,38 +244,22 @@ impl Plan {
                 let end = total.checked_add(len).ok_or_else(too_large)?;
                 Ok::<_, PlanError>(std::mem::replace(total, end)..end)
             };
-            let (mut weight, mut bias_range) = (None, None);
-            if let Some(p) = op.params(bias) {
-                let w = grow(&mut n_params, p.weight_len())?;
+            let mut tensor = |suffix: &str, dims: &[usize]| {
+                let range = grow(&mut n_params, dims.iter().product())?;
                 tensors.push(Tensor {
-                    name: format!("{name}.weight"),
-                    shape: p.weight_dims().to_vec(),
-                    range: w.clone(),
+                    name: format!("{name}.{suffix}"),
+                    shape: dims.to_vec(),
+                    range: range.clone(),
                 });
-                weight = Some(w);
-                if p.bias > 0 {
-                    let b = grow(&mut n_params, p.bias)?;
-                    tensors.push(Tensor {
-                        name: format!("{name}.bias"),
-                        shape: vec![p.bias],
-                        range: b.clone(),
-                    });
-                    bias_range = Some(b);
-                }
-            }
+                Ok::<_, PlanError>(range)
+            };
+            let params = op.params(bias);
+            let weight = params.map(|p| tensor("weight", p.weight_dims())).transpose()?;
+            let bias = params.filter(|p| p.bias > 0).map(|p| tensor("bias", &[p.bias])).transpose()?;
             let act = grow(&mut n_acts, out.len() * chunk)?;
             let argmax = grow(&mut n_argmax, op.argmax_len() * chunk)?;
             n_cols = n_cols.max(op.scratch_len(chunk));
-            nodes.push(Node {
-                name,
-                op,
-                in_shape: shape,
-                out_shape: out,
-                act,
-                argmax,
-                weight,
-                bias: bias_range,
-            });
+            nodes.push(Node { name, op, in_shape: shape, out_shape: out, act, argmax, weight, bias });
             shape = out;
         }
         match nodes.last() {
