@@ -168,9 +168,9 @@ pub(crate) struct Fwd<'a> {
     /// The weight (empty for a node without one) and the bias.
     pub w: &'a [f32],
     pub b: Option<&'a [f32]>,
-    /// At least [`Op::scratch_len`]`(m)` floats.
+    /// At least `scratch_len(m)` floats.
     pub scratch: &'a mut [f32],
-    /// At least `m * `[`Op::argmax_len`] indices, for the backward pass.
+    /// At least `m * argmax_len()` indices, kept for the backward pass.
     pub argmax: &'a mut [u32],
 }
 
