@@ -27,7 +27,7 @@ use kernel::reduce::sum_in_order;
 use kernel::{
     conv2d_backward, conv2d_forward, dense_backward, dense_forward, gap_backward, gap_forward,
     maxpool_backward, maxpool_forward, relu_backward, relu_forward, softmax_loss_backward,
-    softmax_loss_forward,
+    softmax_loss_forward, Isa,
 };
 use rayon::prelude::*;
 
@@ -173,6 +173,8 @@ pub struct Net {
     pub lanes: usize,
     pub classes: usize,
     in_len: usize,
+    /// The plan's kernels.
+    isa: Isa,
 }
 
 /// One lane's private memory, as in the engine, plus per-node timings.
@@ -209,11 +211,13 @@ impl Net {
         let w = node.weight.as_ref().map(|r| &self.params[r.clone()]);
         let b = node.bias.as_ref().map(|r| &self.params[r.clone()]);
         match node.op {
-            Op::Conv(s) => conv2d_forward(&s, m, input, w.unwrap(), b, out, cols),
+            Op::Conv(s) => conv2d_forward(self.isa, &s, m, input, w.unwrap(), b, out, cols),
             Op::Relu => relu_forward(input, out),
-            Op::MaxPool(s) => maxpool_forward(&s, m, input, out, &mut argmax[self.argmax[i].clone()]),
+            Op::MaxPool(s) => {
+                maxpool_forward(self.isa, &s, m, input, out, &mut argmax[self.argmax[i].clone()])
+            }
             Op::GlobalAvgPool { c, hw } => gap_forward(c, hw, m, input, out),
-            Op::Dense(s) => dense_forward(&s, m, input, w.unwrap(), b, out),
+            Op::Dense(s) => dense_forward(self.isa, &s, m, input, w.unwrap(), b, out),
         }
     }
 
@@ -239,9 +243,11 @@ impl Net {
         };
         match node.op {
             Op::Conv(s) => {
-                conv2d_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, cols, accumulate)
+                conv2d_backward(self.isa, &s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, cols, accumulate)
             }
-            Op::Dense(s) => dense_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, accumulate),
+            Op::Dense(s) => {
+                dense_backward(self.isa, &s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, accumulate)
+            }
             Op::Relu => {
                 if let Some(dx) = dx {
                     relu_backward(y, dy, dx)
@@ -383,6 +389,7 @@ impl Replica {
             lanes: lanes.len(),
             classes,
             in_len: plan.input_shape().len(),
+            isa: plan.isa(),
         };
         Replica {
             net,

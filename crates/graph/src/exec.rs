@@ -6,7 +6,7 @@ use std::ops::Range;
 use kernel::{
     conv2d_backward, conv2d_forward, dense_backward, dense_forward, dense_input_grad, gap_backward,
     gap_forward, maxpool_backward, maxpool_forward, reduce::sum_in_order, relu_backward, relu_forward,
-    seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss, LossSums,
+    seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Isa, Loss, LossSums,
 };
 use rayon::prelude::*;
 
@@ -65,7 +65,7 @@ impl Plan {
             Reduction::Sum => 1.0,
         };
         let used = n.min(self.lanes.len());
-        let Plan { nodes, params, lanes, chunk, classes, input, .. } = self;
+        let Plan { nodes, params, lanes, chunk, classes, input, isa, .. } = self;
         let (chunk, k, per) = (*chunk, *classes, input.len());
         let total = lanes.len();
         lanes[..used].par_iter_mut().enumerate().for_each(|(l, lane)| {
@@ -75,7 +75,7 @@ impl Plan {
                 let m = chunk.min(r.end - start);
                 let xs = &x[start * per..(start + m) * per];
                 let ys = &labels[start..start + m];
-                forward_chunk(nodes, params, lane, xs, m);
+                forward_chunk(*isa, nodes, params, lane, xs, m);
                 let last = &nodes[nodes.len() - 1].act;
                 let sums = softmax_loss_forward(loss, k, m, &lane.acts[last.clone()], ys, &mut lane.probs);
                 lane.sums.add(&sums);
@@ -84,7 +84,7 @@ impl Plan {
                 if quirk {
                     seed_quirk_weight_delta(k, m, &lane.probs, ys, scale, &mut lane.wdelta);
                 }
-                backward_chunk(nodes, params, lane, xs, m, start != r.start, quirk);
+                backward_chunk(*isa, nodes, params, lane, xs, m, start != r.start, quirk);
             }
         });
         let lanes = &self.lanes;
@@ -96,7 +96,7 @@ impl Plan {
     pub fn evaluate(&mut self, x: &[f32], labels: &[u32], loss: Loss) -> LossSums {
         let n = self.batch_len(x, Some(labels));
         let used = n.min(self.lanes.len());
-        let Plan { nodes, params, lanes, chunk, classes, input, .. } = self;
+        let Plan { nodes, params, lanes, chunk, classes, input, isa, .. } = self;
         let (chunk, k, per) = (*chunk, *classes, input.len());
         let total = lanes.len();
         lanes[..used].par_iter_mut().enumerate().for_each(|(l, lane)| {
@@ -104,7 +104,7 @@ impl Plan {
             let r = lane_range(n, total, l);
             for start in r.clone().step_by(chunk) {
                 let m = chunk.min(r.end - start);
-                forward_chunk(nodes, params, lane, &x[start * per..(start + m) * per], m);
+                forward_chunk(*isa, nodes, params, lane, &x[start * per..(start + m) * per], m);
                 let last = &nodes[nodes.len() - 1].act;
                 let ys = &labels[start..start + m];
                 let sums = softmax_loss_forward(loss, k, m, &lane.acts[last.clone()], ys, &mut lane.probs);
@@ -118,7 +118,7 @@ impl Plan {
     pub fn predict(&mut self, x: &[f32], logits: &mut [f32]) {
         let n = self.batch_len(x, None);
         let used = n.min(self.lanes.len());
-        let Plan { nodes, params, lanes, chunk, classes, input, .. } = self;
+        let Plan { nodes, params, lanes, chunk, classes, input, isa, .. } = self;
         let (chunk, k, per) = (*chunk, *classes, input.len());
         let total = lanes.len();
         assert_eq!(logits.len(), n * k, "logits buffer must hold {n} x {k} values");
@@ -135,7 +135,7 @@ impl Plan {
                 let r = lane_range(n, total, l);
                 for start in r.clone().step_by(chunk) {
                     let m = chunk.min(r.end - start);
-                    forward_chunk(nodes, params, lane, &x[start * per..(start + m) * per], m);
+                    forward_chunk(*isa, nodes, params, lane, &x[start * per..(start + m) * per], m);
                     let last = &nodes[nodes.len() - 1].act;
                     let o = (start - r.start) * k;
                     out[o..o + m * k].copy_from_slice(&lane.acts[last.start..last.start + m * k]);
@@ -160,7 +160,7 @@ fn bias<'a>(node: &Node, arena: &'a [f32]) -> Option<&'a [f32]> {
 
 /// Run `m` images `x` through every node, leaving each node's output in
 /// the lane's activation arena.
-fn forward_chunk(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m: usize) {
+fn forward_chunk(isa: Isa, nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m: usize) {
     let Lane { acts, argmax, cols, .. } = lane;
     for (i, node) in nodes.iter().enumerate() {
         let (before, rest) = acts.split_at_mut(node.act.start);
@@ -169,11 +169,11 @@ fn forward_chunk(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m: 
         let out = &mut rest[..m * node.out_shape.len()];
         let w = node.weight.as_ref().map(|w| &params[w.clone()]);
         match node.op {
-            Op::Conv(s) => conv2d_forward(&s, m, input, w.unwrap(), bias(node, params), out, cols),
+            Op::Conv(s) => conv2d_forward(isa, &s, m, input, w.unwrap(), bias(node, params), out, cols),
             Op::Relu => relu_forward(input, out),
-            Op::MaxPool(s) => maxpool_forward(&s, m, input, out, &mut argmax[node.argmax.clone()]),
+            Op::MaxPool(s) => maxpool_forward(isa, &s, m, input, out, &mut argmax[node.argmax.clone()]),
             Op::GlobalAvgPool { c, hw } => gap_forward(c, hw, m, input, out),
-            Op::Dense(s) => dense_forward(&s, m, input, w.unwrap(), bias(node, params), out),
+            Op::Dense(s) => dense_forward(isa, &s, m, input, w.unwrap(), bias(node, params), out),
         }
     }
 }
@@ -183,7 +183,9 @@ fn forward_chunk(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], m: 
 /// the lane's own arena: overwritten, or added to when `accumulate`. With
 /// `quirk`, the last (dense) node's weight gradient comes from the lane's
 /// `wdelta` instead (`Loss::SeedSquaredError`); its input gradient does not.
+#[allow(clippy::too_many_arguments)]
 fn backward_chunk(
+    isa: Isa,
     nodes: &[Node],
     params: &[f32],
     lane: &mut Lane,
@@ -213,15 +215,17 @@ fn backward_chunk(
         };
         match node.op {
             Op::Conv(s) => {
-                conv2d_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, cols, accumulate)
+                conv2d_backward(isa, &s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, cols, accumulate)
             }
             Op::Dense(s) if quirk && i == last => {
-                dense_backward(&s, m, input, w.unwrap(), wdelta, None, dw.unwrap(), db, accumulate);
+                dense_backward(isa, &s, m, input, w.unwrap(), wdelta, None, dw.unwrap(), db, accumulate);
                 if let Some(dx) = dx {
-                    dense_input_grad(&s, m, w.unwrap(), dy, dx);
+                    dense_input_grad(isa, &s, m, w.unwrap(), dy, dx);
                 }
             }
-            Op::Dense(s) => dense_backward(&s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, accumulate),
+            Op::Dense(s) => {
+                dense_backward(isa, &s, m, input, w.unwrap(), dy, dx, dw.unwrap(), db, accumulate)
+            }
             Op::Relu => {
                 if let Some(dx) = dx {
                     relu_backward(y, dy, dx);

@@ -31,7 +31,7 @@ pub mod spec;
 pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata};
 pub use exec::{lane_range, Reduction};
 pub use inspect::footprint_bytes;
-pub use kernel::{argmax, simd, Loss, LossSums};
+pub use kernel::{argmax, isa, Isa, Loss, LossSums};
 pub use optim::{clipped_lr, sgd_update, Sgd};
 pub use plan::{Init, Node, Op, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};
 pub use probe::{ClassMaps, Head, ProbeError, Trace};

@@ -17,7 +17,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use kernel::{Conv2d, Dense, LossSums, MaxPool2d};
+use kernel::{Conv2d, Dense, Isa, LossSums, MaxPool2d};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -168,6 +168,8 @@ pub struct Plan {
     pub(crate) grads: Vec<f32>,
     pub(crate) velocity: Vec<f32>,
     pub(crate) lanes: Vec<Lane>,
+    /// The kernels every node runs ([`Isa::detect`] at `Plan::new`).
+    pub(crate) isa: Isa,
 }
 
 /// The order the layers of a spec run in: the spec's, except that a ReLU
@@ -335,6 +337,7 @@ impl Plan {
             grads: vec![0.0; n_params],
             velocity: vec![0.0; n_params],
             lanes,
+            isa: Isa::detect(),
         };
         plan.initialize(Init::He, 0);
         Ok(plan)
@@ -381,6 +384,11 @@ impl Plan {
     pub fn classes(&self) -> usize {
         self.classes
     }
+    /// The kernels this plan runs.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
     pub fn max_batch(&self) -> usize {
         self.max_batch
     }

@@ -93,15 +93,15 @@ fn run(plan: &Plan, from: usize, input: &[f32], n: usize) -> Trace {
         match node.op {
             Op::Conv(s) => {
                 let mut cols = vec![0.0f32; s.scratch_len(n)];
-                conv2d_forward(&s, n, x, w.expect("conv has weights"), b, &mut y, &mut cols);
+                conv2d_forward(plan.isa(), &s, n, x, w.expect("conv has weights"), b, &mut y, &mut cols);
             }
             Op::Relu => relu_forward(x, &mut y),
             Op::MaxPool(s) => {
                 argmax[i] = vec![0u32; y.len()];
-                maxpool_forward(&s, n, x, &mut y, &mut argmax[i]);
+                maxpool_forward(plan.isa(), &s, n, x, &mut y, &mut argmax[i]);
             }
             Op::GlobalAvgPool { c, hw } => gap_forward(c, hw, n, x, &mut y),
-            Op::Dense(s) => dense_forward(&s, n, x, w.expect("dense has weights"), b, &mut y),
+            Op::Dense(s) => dense_forward(plan.isa(), &s, n, x, w.expect("dense has weights"), b, &mut y),
         }
         outputs[i] = y;
     }
@@ -138,9 +138,23 @@ fn backward_node(plan: &Plan, node: &Node, trace: &Trace, i: usize, dy: &[f32]) 
     match node.op {
         Op::Conv(s) => {
             let mut cols = vec![0.0f32; s.scratch_len(n)];
-            conv2d_backward(&s, n, x, w.expect("conv"), dy, Some(&mut dx), &mut dw, None, &mut cols, false)
+            conv2d_backward(
+                plan.isa(),
+                &s,
+                n,
+                x,
+                w.expect("conv"),
+                dy,
+                Some(&mut dx),
+                &mut dw,
+                None,
+                &mut cols,
+                false,
+            )
         }
-        Op::Dense(s) => dense_backward(&s, n, x, w.expect("dense"), dy, Some(&mut dx), &mut dw, None, false),
+        Op::Dense(s) => {
+            dense_backward(plan.isa(), &s, n, x, w.expect("dense"), dy, Some(&mut dx), &mut dw, None, false)
+        }
         Op::Relu => relu_backward(&trace.outputs[i], dy, &mut dx),
         Op::MaxPool(s) => maxpool_backward(&s, n, dy, &trace.argmax[i], &mut dx),
         Op::GlobalAvgPool { c, hw } => gap_backward(c, hw, n, dy, &mut dx),
