@@ -12,8 +12,8 @@ use std::ops::Range;
 use std::time::Instant;
 
 use kernel::{
-    reduce::sum_in_order, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss,
-    LossSums,
+    reduce::sum_in_order, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Isa,
+    Loss, LossSums,
 };
 use rayon::prelude::*;
 
@@ -176,9 +176,10 @@ impl Plan {
         };
         let (k, per) = (self.classes, self.input.len());
         let quirk = loss.has_seed_quirk();
+        let isa = self.isa;
         let used = self.run_lanes(n, &mut [(); LANES], |nodes, params, lane, _, c| {
             let (xs, ys) = (&x[c.start * per..(c.start + c.m) * per], &labels[c.start..c.start + c.m]);
-            forward_nodes(nodes, params, lane, xs, c, obs);
+            forward_nodes(isa, nodes, params, lane, xs, c, obs);
             let (logits, m, at) = (nodes[nodes.len() - 1].act.clone(), c.m, nodes.len());
             let t = start::<O>();
             let sums = softmax_loss_forward(loss, k, m, &lane.acts[logits.clone()], ys, &mut lane.probs);
@@ -190,7 +191,7 @@ impl Plan {
                 seed_quirk_weight_delta(k, m, &lane.probs, ys, scale, &mut lane.wdelta);
             }
             report(obs, t, c.lane, at, Phase::Backward, m);
-            backward_nodes(nodes, params, lane, xs, c, quirk, obs);
+            backward_nodes(isa, nodes, params, lane, xs, c, quirk, obs);
         });
         let t = start::<O>();
         let lanes = &self.lanes;
@@ -205,8 +206,9 @@ impl Plan {
     pub fn evaluate(&mut self, x: &[f32], labels: &[u32], loss: Loss) -> LossSums {
         let n = self.batch_len(x, Some(labels));
         let (k, per) = (self.classes, self.input.len());
+        let isa = self.isa;
         let used = self.run_lanes(n, &mut [(); LANES], |nodes, params, lane, _, c| {
-            forward_nodes(nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
+            forward_nodes(isa, nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
             let logits = &lane.acts[nodes[nodes.len() - 1].act.clone()];
             let ys = &labels[c.start..c.start + c.m];
             let sums = softmax_loss_forward(loss, k, c.m, logits, ys, &mut lane.probs);
@@ -228,8 +230,9 @@ impl Plan {
             *out = head;
             rest = tail;
         }
+        let isa = self.isa;
         self.run_lanes(n, &mut outs, |nodes, params, lane, out, c| {
-            forward_nodes(nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
+            forward_nodes(isa, nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
             let last = &nodes[nodes.len() - 1].act;
             let o = (c.start - lane_range(n, lanes, c.lane).start) * k;
             out[o..o + c.m * k].copy_from_slice(&lane.acts[last.start..last.start + c.m * k]);
@@ -247,7 +250,15 @@ fn total_sums(lanes: &[Lane]) -> LossSums {
 
 /// Run the chunk's images `x` through every node, leaving each node's
 /// output in the lane's activation arena.
-fn forward_nodes<O: Observer>(nodes: &[Node], params: &[f32], lane: &mut Lane, x: &[f32], c: Chunk, obs: &O) {
+fn forward_nodes<O: Observer>(
+    isa: Isa,
+    nodes: &[Node],
+    params: &[f32],
+    lane: &mut Lane,
+    x: &[f32],
+    c: Chunk,
+    obs: &O,
+) {
     let Lane { acts, argmax, cols, .. } = lane;
     let m = c.m;
     for (i, node) in nodes.iter().enumerate() {
@@ -255,6 +266,7 @@ fn forward_nodes<O: Observer>(nodes: &[Node], params: &[f32], lane: &mut Lane, x
         let input: &[f32] = if i == 0 { x } else { &before[nodes[i - 1].act.start..] };
         let t = start::<O>();
         node.op.forward(
+            isa,
             m,
             Fwd {
                 x: &input[..m * node.in_shape.len()],
@@ -274,7 +286,9 @@ fn forward_nodes<O: Observer>(nodes: &[Node], params: &[f32], lane: &mut Lane, x
 /// the lane's own arena, overwritten on its first chunk and added to after.
 /// With `quirk`, the last node's parameter gradients come from the lane's
 /// `wdelta` instead (`Loss::SeedSquaredError`); its input gradient does not.
+#[allow(clippy::too_many_arguments)]
 fn backward_nodes<O: Observer>(
+    isa: Isa,
     nodes: &[Node],
     params: &[f32],
     lane: &mut Lane,
@@ -292,6 +306,7 @@ fn backward_nodes<O: Observer>(
         let (dw, db) = node.grads_of(grads);
         let t = start::<O>();
         node.op.backward(
+            isa,
             m,
             Bwd {
                 x: &input[..in_len],

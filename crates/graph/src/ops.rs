@@ -14,7 +14,7 @@ use std::fmt;
 
 use kernel::{
     conv2d_backward, conv2d_forward, dense_backward, dense_forward, dense_input_grad, gap_backward,
-    gap_forward, maxpool_backward, maxpool_forward, relu_backward, relu_forward, Conv2d, Dense, MaxPool2d,
+    gap_forward, maxpool_backward, maxpool_forward, relu_backward, relu_forward, Conv2d, Dense, Isa, MaxPool2d,
 };
 
 use crate::plan::{Init, Shape};
@@ -271,29 +271,29 @@ impl Op {
     }
 
     /// Forward over `m` images.
-    pub(crate) fn forward(&self, m: usize, f: Fwd) {
+    pub(crate) fn forward(&self, isa: Isa, m: usize, f: Fwd) {
         match *self {
-            Op::Conv(s) => conv2d_forward(&s, m, f.x, f.w, f.b, f.y, f.scratch),
+            Op::Conv(s) => conv2d_forward(isa, &s, m, f.x, f.w, f.b, f.y, f.scratch),
             Op::Relu => relu_forward(f.x, f.y),
-            Op::MaxPool(s) => maxpool_forward(&s, m, f.x, f.y, f.argmax),
+            Op::MaxPool(s) => maxpool_forward(isa, &s, m, f.x, f.y, f.argmax),
             Op::GlobalAvgPool { c, hw } => gap_forward(c, hw, m, f.x, f.y),
-            Op::Dense(s) => dense_forward(&s, m, f.x, f.w, f.b, f.y),
+            Op::Dense(s) => dense_forward(isa, &s, m, f.x, f.w, f.b, f.y),
         }
     }
 
     /// Backward over `m` images, from the output gradient `b.dy`.
-    pub(crate) fn backward(&self, m: usize, b: Bwd) {
+    pub(crate) fn backward(&self, isa: Isa, m: usize, b: Bwd) {
         match *self {
             Op::Conv(s) => {
                 assert!(b.delta.is_none(), "only a dense layer takes another delta");
-                conv2d_backward(&s, m, b.x, b.w, b.dy, b.dx, b.dw, b.db, b.scratch, b.accumulate)
+                conv2d_backward(isa, &s, m, b.x, b.w, b.dy, b.dx, b.dw, b.db, b.scratch, b.accumulate)
             }
             Op::Dense(s) => match b.delta {
-                None => dense_backward(&s, m, b.x, b.w, b.dy, b.dx, b.dw, b.db, b.accumulate),
+                None => dense_backward(isa, &s, m, b.x, b.w, b.dy, b.dx, b.dw, b.db, b.accumulate),
                 Some(delta) => {
-                    dense_backward(&s, m, b.x, b.w, delta, None, b.dw, b.db, b.accumulate);
+                    dense_backward(isa, &s, m, b.x, b.w, delta, None, b.dw, b.db, b.accumulate);
                     if let Some(dx) = b.dx {
-                        dense_input_grad(&s, m, b.w, b.dy, dx);
+                        dense_input_grad(isa, &s, m, b.w, b.dy, dx);
                     }
                 }
             },

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use kernel::LossSums;
+use kernel::{Isa, LossSums};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -174,6 +174,8 @@ pub struct Plan {
     pub(crate) grads: Vec<f32>,
     pub(crate) velocity: Vec<f32>,
     pub(crate) lanes: Vec<Lane>,
+    /// The kernels every node runs.
+    pub(crate) isa: Isa,
 }
 
 /// The order the layers of a spec run in: the spec's, except that a ReLU
@@ -203,8 +205,17 @@ fn err(layer: usize, message: String) -> PlanError {
 impl Plan {
     /// Infer and check every shape of `spec` for inputs of `input` and
     /// batches of up to `max_batch`, then allocate everything once.
-    /// Weights start He-normal with seed 0; see [`Plan::initialize`].
+    /// Weights start He-normal with seed 0; see [`Plan::initialize`]. The
+    /// plan runs the kernels [`Isa::detect`] picks (the best this CPU has,
+    /// or `GAPNET_ISA`); [`Plan::for_isa`] chooses.
     pub fn new(spec: &ModelSpec, input: Shape, max_batch: usize) -> Result<Plan, PlanError> {
+        Plan::for_isa(spec, input, max_batch, Isa::detect())
+    }
+
+    /// [`Plan::new`] running the `isa` kernels. Panics if this CPU cannot
+    /// run them (see [`Isa::available`]).
+    pub fn for_isa(spec: &ModelSpec, input: Shape, max_batch: usize, isa: Isa) -> Result<Plan, PlanError> {
+        isa.require();
         if max_batch == 0 {
             return Err(err(0, "the maximum batch size must be at least 1".into()));
         }
@@ -293,6 +304,7 @@ impl Plan {
             grads: vec![0.0; n_params],
             velocity: vec![0.0; n_params],
             lanes,
+            isa,
         };
         plan.initialize(Init::He, 0);
         Ok(plan)
@@ -328,6 +340,18 @@ impl Plan {
     pub fn classes(&self) -> usize {
         self.classes
     }
+    /// The kernels this plan runs.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Run the `isa` kernels from now on. Every buffer fits every ISA (the
+    /// scratch sizes do not depend on it), so nothing is reallocated.
+    /// Panics if this CPU cannot run them.
+    pub fn set_isa(&mut self, isa: Isa) {
+        isa.require();
+        self.isa = isa;
+    }
+
     pub fn max_batch(&self) -> usize {
         self.max_batch
     }

@@ -82,6 +82,7 @@ fn run(plan: &Plan, from: usize, input: &[f32], n: usize) -> Trace {
         let mut y = vec![0.0f32; n * node.out_shape.len()];
         argmax[i] = vec![0u32; n * node.op.argmax_len()];
         node.op.forward(
+            plan.isa(),
             n,
             Fwd {
                 x: if i == from { input } else { &outputs[i - 1] },
@@ -121,6 +122,7 @@ fn backward_node(plan: &Plan, node: &Node, trace: &Trace, i: usize, dy: &[f32]) 
     let n = trace.n;
     let mut dx = vec![0.0f32; n * node.in_shape.len()];
     node.op.backward(
+        plan.isa(),
         n,
         Bwd {
             x: &trace.outputs[i - 1],

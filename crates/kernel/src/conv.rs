@@ -7,14 +7,24 @@
 //! `dW += dY x colsᵀ`, `dB += row sums of dY`, `dcols = Wᵀ x dY`, then
 //! `col2im` scatters `dcols` back onto `dX`.
 //!
-//! **Direct** ([`crate::direct`]): AVX-512 kernels for 3x3, stride-1
-//! layers (every convolution of the presets), 2-3x faster on this project's
-//! machine: no im2col matrix, no packing, the filters in registers.
-//! [`conv2d_forward`] and [`conv2d_backward`] take it whenever the CPU has
-//! AVX-512F; the `_via` versions choose, for tests and benches. The two
-//! paths sum in different orders, so their results differ in the last bits.
+//! **Direct** ([`crate::direct`]): SIMD kernels for 3x3, stride-1 layers
+//! (every convolution of the presets), at the ISA the caller passes
+//! (AVX-512 or AVX2; 2-3x faster than im2col with AVX-512 on this project's
+//! first machine): no im2col matrix, no packing, the filters in registers.
+//! [`conv2d_forward`] and [`conv2d_backward`] take it for those shapes at
+//! every ISA but [`Isa::Portable`]; the `_via` versions choose, for tests
+//! and benches. The paths sum in different orders (and the direct kernels'
+//! weight gradient in per-lane partial sums), so their results differ in
+//! the last bits.
+//!
+//! The im2col path is the same code at every ISA: `matrixmultiply` picks
+//! its own SGEMM kernel (AVX + FMA, AVX, SSE2 or scalar) at run time from
+//! the CPU, whatever [`Isa`] says. So `Isa::Portable` gives the bits it
+//! always gave on a given CPU, and the direct kernels are the only ones
+//! [`Isa`] switches.
 
 use crate::gemm::{sgemm, Mat};
+use crate::isa::Isa;
 
 /// Shape of one convolution layer. `h`, `w` are the input plane size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,37 +225,38 @@ pub fn col2im(s: &Conv2d, cols: &[f32], dx: &mut [f32]) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPath {
     /// `im2col` + SGEMM (`matrixmultiply`), backward by SGEMM + `col2im`:
-    /// any shape, any CPU.
+    /// any shape, any ISA.
     Im2col,
-    /// The AVX-512 kernels of [`crate::direct`]: 3x3, stride 1, padding at
-    /// most 2, on a CPU with AVX-512F.
+    /// The SIMD kernels of [`crate::direct`] at the given ISA: 3x3, stride
+    /// 1, padding at most 2, any ISA but [`Isa::Portable`].
     Direct,
 }
 
 impl ConvPath {
-    /// The fastest path this CPU offers for `s`: what [`conv2d_forward`]
-    /// and [`conv2d_backward`] run.
-    pub fn best(s: &Conv2d) -> ConvPath {
-        if ConvPath::Direct.runs(s) {
+    /// The fastest path for `s` at `isa`: what [`conv2d_forward`] and
+    /// [`conv2d_backward`] run.
+    pub fn best(isa: Isa, s: &Conv2d) -> ConvPath {
+        if ConvPath::Direct.runs(isa, s) {
             ConvPath::Direct
         } else {
             ConvPath::Im2col
         }
     }
 
-    /// Whether this path can run `s` on this CPU.
-    pub fn runs(self, s: &Conv2d) -> bool {
-        match self {
-            ConvPath::Im2col => true,
-            ConvPath::Direct => crate::simd::avx512() && s.direct_shape(),
-        }
+    /// Whether this path can run `s` at `isa` on this CPU.
+    pub fn runs(self, isa: Isa, s: &Conv2d) -> bool {
+        isa.supported()
+            && match self {
+                ConvPath::Im2col => true,
+                ConvPath::Direct => isa != Isa::Portable && s.direct_shape(),
+            }
     }
 }
 
 impl Conv2d {
     /// Scratch floats [`conv2d_forward`] and [`conv2d_backward`] need for
-    /// `n` images, whichever path runs. It depends on the shape only, never
-    /// on the CPU.
+    /// `n` images, whichever path and ISA run. It depends on the shape only,
+    /// never on the CPU.
     pub fn scratch_len(&self, n: usize) -> usize {
         self.cols_len().max(self.direct_scratch_len(n))
     }
@@ -256,24 +267,20 @@ impl Conv2d {
         self.stride == 1 && self.kh == 3 && self.kw == 3 && self.pad <= 2
     }
 
-    #[cfg(target_arch = "x86_64")]
     fn direct_scratch_len(&self, n: usize) -> usize {
         if !self.direct_shape() {
             return 0;
         }
         crate::direct::forward_scratch_len(self).max(crate::direct::backward_scratch_len(self, n))
     }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn direct_scratch_len(&self, _n: usize) -> usize {
-        0
-    }
 }
 
-/// Forward pass of `n` images: `y[n, F, Ho, Wo] = conv(x[n, C, H, W], w) + b`.
-/// `w` is `[F, C, kh, kw]`; `scratch` holds at least `s.scratch_len(n)`
-/// floats.
+/// Forward pass of `n` images: `y[n, F, Ho, Wo] = conv(x[n, C, H, W], w) + b`,
+/// at `isa` (panics if this CPU cannot run it). `w` is `[F, C, kh, kw]`;
+/// `scratch` holds at least `s.scratch_len(n)` floats.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
+    isa: Isa,
     s: &Conv2d,
     n: usize,
     x: &[f32],
@@ -282,12 +289,14 @@ pub fn conv2d_forward(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    conv2d_forward_via(ConvPath::best(s), s, n, x, w, bias, y, scratch)
+    conv2d_forward_via(isa, ConvPath::best(isa, s), s, n, x, w, bias, y, scratch)
 }
 
-/// [`conv2d_forward`] on a chosen path. Panics if `path` cannot run `s` here.
+/// [`conv2d_forward`] on a chosen path. Panics if `path` cannot run `s` at
+/// `isa` here.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_via(
+    isa: Isa,
     path: ConvPath,
     s: &Conv2d,
     n: usize,
@@ -297,11 +306,10 @@ pub fn conv2d_forward_via(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    assert!(path.runs(s), "conv2d_forward: {path:?} cannot run {s:?} on this CPU");
-    #[cfg(target_arch = "x86_64")]
+    assert!(path.runs(isa, s), "conv2d_forward: {path:?} cannot run {s:?} at {isa} on this CPU");
     if path == ConvPath::Direct {
-        // SAFETY: `runs` checked the CPU feature and the shape.
-        unsafe { crate::direct::forward(s, n, x, w, bias, y, scratch) };
+        // SAFETY: `runs` checked the CPU and the shape.
+        with_vector!(isa, V => unsafe { crate::direct::forward::<V>(s, n, x, w, bias, y, scratch) });
         return;
     }
     let cols = scratch;
@@ -320,15 +328,16 @@ pub fn conv2d_forward_via(
     }
 }
 
-/// Backward pass of `n` images.
+/// Backward pass of `n` images at `isa` (panics if this CPU cannot run it).
 ///
 /// Parameter gradients are summed over the `n` images and written to `dw`
 /// (and `db`), or added to what is there when `accumulate` is true. `dx`,
 /// when given, is overwritten with the input gradient; the first layer of a
-/// network passes `None` and skips that work. `cols` is scratch of at least
-/// `s.cols_len()`.
+/// network passes `None` and skips that work. `scratch` holds at least
+/// `s.scratch_len(n)` floats.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
+    isa: Isa,
     s: &Conv2d,
     n: usize,
     x: &[f32],
@@ -340,13 +349,14 @@ pub fn conv2d_backward(
     scratch: &mut [f32],
     accumulate: bool,
 ) {
-    conv2d_backward_via(ConvPath::best(s), s, n, x, w, dy, dx, dw, db, scratch, accumulate)
+    conv2d_backward_via(isa, ConvPath::best(isa, s), s, n, x, w, dy, dx, dw, db, scratch, accumulate)
 }
 
 /// [`conv2d_backward`] on a chosen path. Panics if `path` cannot run `s`
-/// here.
+/// at `isa` here.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_via(
+    isa: Isa,
     path: ConvPath,
     s: &Conv2d,
     n: usize,
@@ -359,7 +369,7 @@ pub fn conv2d_backward_via(
     scratch: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(path.runs(s), "conv2d_backward: {path:?} cannot run {s:?} on this CPU");
+    assert!(path.runs(isa, s), "conv2d_backward: {path:?} cannot run {s:?} at {isa} on this CPU");
     let dw = &mut dw[..s.weight_len()];
     if n == 0 && !accumulate {
         // an empty sum is zero
@@ -371,10 +381,11 @@ pub fn conv2d_backward_via(
     if n == 0 {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
     if path == ConvPath::Direct {
-        // SAFETY: `runs` checked the CPU feature and the shape.
-        unsafe { crate::direct::backward(s, n, x, w, dy, dx, dw, db, scratch, accumulate) };
+        // SAFETY: `runs` checked the CPU and the shape.
+        with_vector!(isa, V => unsafe {
+            crate::direct::backward::<V>(s, n, x, w, dy, dx, dw, db, scratch, accumulate)
+        });
         return;
     }
     let cols = scratch;

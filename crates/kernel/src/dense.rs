@@ -1,8 +1,10 @@
-//! Fully connected layer over `n` flattened inputs: AVX-512 kernels where
-//! the CPU has them ([`crate::dense_avx512`]), else SGEMM.
+//! Fully connected layer over `n` flattened inputs: the SIMD kernels of
+//! [`crate::dense_simd`] at a SIMD [`Isa`], SGEMM (`matrixmultiply`, which
+//! picks its own kernel from the CPU) at [`Isa::Portable`].
 //! Weights are `[outputs, inputs]` (PyTorch's `nn.Linear` layout).
 
 use crate::gemm::{sgemm, Mat};
+use crate::isa::Isa;
 
 /// Shape of one dense layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,19 +23,10 @@ impl Dense {
     }
 }
 
-/// `y[n, out] = x[n, in] x Wᵀ + b`.
-pub fn dense_forward(s: &Dense, n: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() {
-        // SAFETY: the CPU has AVX-512F.
-        unsafe { crate::dense_avx512::forward(s, n, x, w, bias, y) };
-        return;
-    }
-    dense_forward_portable(s, n, x, w, bias, y)
-}
-
-/// [`dense_forward`] through `matrixmultiply`, on any CPU.
-pub fn dense_forward_portable(
+/// `y[n, out] = x[n, in] x Wᵀ + b`, at `isa` (panics if this CPU cannot
+/// run it).
+pub fn dense_forward(
+    isa: Isa,
     s: &Dense,
     n: usize,
     x: &[f32],
@@ -41,6 +34,15 @@ pub fn dense_forward_portable(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    if isa == Isa::Portable {
+        return forward_sgemm(s, n, x, w, bias, y);
+    }
+    // SAFETY: `with_vector` checks that the CPU runs `isa`.
+    with_vector!(isa, V => unsafe { crate::dense_simd::forward::<V>(s, n, x, w, bias, y) })
+}
+
+/// [`dense_forward`] through `matrixmultiply`.
+fn forward_sgemm(s: &Dense, n: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let xm = Mat::rows(&x[..n * s.inputs], n, s.inputs);
     let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
     let y = &mut y[..n * s.outputs];
@@ -52,11 +54,12 @@ pub fn dense_forward_portable(
     }
 }
 
-/// Backward. `dw[out, in] = dyᵀ x x` summed over the `n` samples (added to
-/// the old contents when `accumulate`), likewise `db`; `dx[n, in] = dy x W`
-/// is overwritten when given.
+/// Backward at `isa`. `dw[out, in] = dyᵀ x x` summed over the `n` samples
+/// (added to the old contents when `accumulate`), likewise `db`;
+/// `dx[n, in] = dy x W` is overwritten when given.
 #[allow(clippy::too_many_arguments)]
 pub fn dense_backward(
+    isa: Isa,
     s: &Dense,
     n: usize,
     x: &[f32],
@@ -67,19 +70,18 @@ pub fn dense_backward(
     db: Option<&mut [f32]>,
     accumulate: bool,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() {
-        bias_grad(s, n, dy, db, accumulate);
-        // SAFETY: the CPU has AVX-512F.
-        unsafe { crate::dense_avx512::backward(s, n, x, w, dy, dx, dw, accumulate) };
-        return;
+    if isa == Isa::Portable {
+        return backward_sgemm(s, n, x, w, dy, dx, dw, db, accumulate);
     }
-    dense_backward_portable(s, n, x, w, dy, dx, dw, db, accumulate)
+    isa.require();
+    bias_grad(s, n, dy, db, accumulate);
+    // SAFETY: `with_vector` checks that the CPU runs `isa`.
+    with_vector!(isa, V => unsafe { crate::dense_simd::backward::<V>(s, n, x, w, dy, dx, dw, accumulate) })
 }
 
-/// [`dense_backward`] through `matrixmultiply`, on any CPU.
+/// [`dense_backward`] through `matrixmultiply`.
 #[allow(clippy::too_many_arguments)]
-pub fn dense_backward_portable(
+fn backward_sgemm(
     s: &Dense,
     n: usize,
     x: &[f32],
@@ -96,26 +98,24 @@ pub fn dense_backward_portable(
     sgemm(1.0, dym.t(), xm, beta, &mut dw[..s.weight_len()]);
     bias_grad(s, n, dy, db, accumulate);
     if let Some(dx) = dx {
-        dense_input_grad_portable(s, n, w, dy, dx);
+        input_grad_sgemm(s, n, w, dy, dx);
     }
 }
 
 /// `dx[n, in] = dy x W` alone: the input gradient of [`dense_backward`],
 /// for a caller whose weight gradient comes from another delta (the
 /// original engine's output layer, [`crate::loss::seed_quirk_weight_delta`]).
-/// Same bits as the `dx` of [`dense_backward`].
-pub fn dense_input_grad(s: &Dense, n: usize, w: &[f32], dy: &[f32], dx: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() {
-        // SAFETY: the CPU has AVX-512F.
-        unsafe { crate::dense_avx512::input_grad(s, n, w, dy, dx) };
-        return;
+/// Same bits as the `dx` of [`dense_backward`] at the same `isa`.
+pub fn dense_input_grad(isa: Isa, s: &Dense, n: usize, w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    if isa == Isa::Portable {
+        return input_grad_sgemm(s, n, w, dy, dx);
     }
-    dense_input_grad_portable(s, n, w, dy, dx)
+    // SAFETY: `with_vector` checks that the CPU runs `isa`.
+    with_vector!(isa, V => unsafe { crate::dense_simd::input_grad::<V>(s, n, w, dy, dx) })
 }
 
-/// [`dense_input_grad`] through `matrixmultiply`, on any CPU.
-pub fn dense_input_grad_portable(s: &Dense, n: usize, w: &[f32], dy: &[f32], dx: &mut [f32]) {
+/// [`dense_input_grad`] through `matrixmultiply`.
+fn input_grad_sgemm(s: &Dense, n: usize, w: &[f32], dy: &[f32], dx: &mut [f32]) {
     let dym = Mat::rows(&dy[..n * s.outputs], n, s.outputs);
     let wm = Mat::rows(&w[..s.weight_len()], s.outputs, s.inputs);
     sgemm(1.0, dym, wm, 0.0, &mut dx[..n * s.inputs]);

@@ -10,23 +10,47 @@
 //! [`reference`] holds naive f64 versions of every forward kernel: the test
 //! oracle and the function finite differences are taken of.
 //!
-//! On x86-64 CPUs with AVX-512F the convolutions ([`direct`]), the 3x3/2 max
-//! pool ([`maxpool_avx512`]) and the dense layers ([`dense_avx512`]) run
-//! hand-written `std::arch` kernels, picked at run time by the public
-//! functions; every other CPU runs the portable code (im2col, matrixmultiply,
-//! scalar loops). Tests run both wherever they can.
+//! The kernels with SIMD versions (the 3x3 convolutions in [`direct`], the
+//! 3x3/2 max pool in [`maxpool_simd`], the dense layers in [`dense_simd`])
+//! take an [`Isa`] first: their SIMD code is written once over the vector
+//! trait [`simd::Vector`] and instantiated for AVX-512 and AVX2;
+//! [`Isa::Portable`] runs the portable code (im2col, matrixmultiply, scalar
+//! loops). [`Isa::detect`] picks the best one this CPU runs (or the one
+//! `GAPNET_ISA` names). Tests run every ISA the CPU has, and the SIMD code
+//! on a portable vector type too.
+
+/// Run `$body` with the type `$V` set to the [`simd::Vector`] of `$isa`, a
+/// SIMD ISA, after checking that this CPU runs it (panics otherwise, and on
+/// [`Isa::Portable`], which has no vector type).
+macro_rules! with_vector {
+    ($isa:expr, $V:ident => $body:expr) => {{
+        let isa: $crate::isa::Isa = $isa;
+        isa.require();
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            $crate::isa::Isa::Avx512 => {
+                type $V = $crate::simd::Avx512;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::isa::Isa::Avx2 => {
+                type $V = $crate::simd::Avx2;
+                $body
+            }
+            _ => unreachable!("no SIMD kernels for {isa}"),
+        }
+    }};
+}
 
 pub mod activation;
 pub mod conv;
 pub mod dense;
-#[cfg(target_arch = "x86_64")]
-pub mod dense_avx512;
-#[cfg(target_arch = "x86_64")]
+pub mod dense_simd;
 pub mod direct;
 pub mod gemm;
+pub mod isa;
 pub mod loss;
-#[cfg(target_arch = "x86_64")]
-pub mod maxpool_avx512;
+pub mod maxpool_simd;
 pub mod pool;
 pub mod reduce;
 pub mod reference;
@@ -37,13 +61,9 @@ pub use conv::{
     col2im, conv2d_backward, conv2d_backward_via, conv2d_forward, conv2d_forward_via, im2col, Conv2d,
     ConvPath,
 };
-pub use dense::{
-    dense_backward, dense_backward_portable, dense_forward, dense_forward_portable, dense_input_grad,
-    dense_input_grad_portable, Dense,
-};
+pub use dense::{dense_backward, dense_forward, dense_input_grad, Dense};
+pub use isa::Isa;
 pub use loss::{
     argmax, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss, LossSums,
 };
-pub use pool::{
-    gap_backward, gap_forward, maxpool_backward, maxpool_forward, maxpool_forward_portable, MaxPool2d,
-};
+pub use pool::{gap_backward, gap_forward, maxpool_backward, maxpool_forward, MaxPool2d};

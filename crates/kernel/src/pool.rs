@@ -1,6 +1,8 @@
 //! Max pooling (any window size and stride, floor or ceil mode) and global
 //! average pooling, forward and backward, over `n` NCHW images.
 
+use crate::isa::Isa;
+
 /// Shape of one max-pooling layer; `h`, `w` are the input plane size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaxPool2d {
@@ -54,19 +56,23 @@ fn pool_out(n: usize, size: usize, stride: usize, ceil: bool) -> Option<usize> {
 /// maximum inside its image (`c*H*W + iy*W + ix`), for the backward pass.
 /// Ties go to the first element in row-major order, as in PyTorch. (NaN
 /// is not propagated: a ReLU before the pool has already dropped it.)
-pub fn maxpool_forward(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
-    #[cfg(target_arch = "x86_64")]
-    if (s.size, s.stride) == (3, 2) && crate::simd::avx512() {
-        // SAFETY: the CPU has AVX-512F and the window is 3x3, stride 2.
-        unsafe { crate::maxpool_avx512::forward(s, n, x, y, argmax) };
-        return;
+///
+/// At a SIMD `isa`, 3x3 stride-2 pools run [`crate::maxpool_simd`]; every
+/// other pool, and every pool at [`Isa::Portable`], the portable code. All
+/// give the same values and indices bit for bit on every input (a test
+/// checks it). Panics if this CPU cannot run `isa`.
+pub fn maxpool_forward(isa: Isa, s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    isa.require();
+    if isa != Isa::Portable && (s.size, s.stride) == (3, 2) {
+        // SAFETY: `with_vector` checks that the CPU runs `isa`; the window
+        // is 3x3, stride 2.
+        return with_vector!(isa, V => unsafe { crate::maxpool_simd::forward::<V>(s, n, x, y, argmax) });
     }
-    maxpool_forward_portable(s, n, x, y, argmax)
+    forward_portable(s, n, x, y, argmax)
 }
 
-/// [`maxpool_forward`] without the AVX-512 kernel: the same values and
-/// indices bit for bit on every input (a test checks it).
-pub fn maxpool_forward_portable(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+/// [`maxpool_forward`] in portable code.
+fn forward_portable(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     match (s.size, s.stride) {
         // The seed network's pools: a fixed window the compiler unrolls.
         (3, 2) => maxpool_forward_with::<3, 2>(s, n, x, y, argmax),

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kernel::{reference, Conv2d, ConvPath, Dense, Loss, MaxPool2d};
+use kernel::{reference, Conv2d, ConvPath, Dense, Isa, Loss, MaxPool2d};
 use rand::Rng;
 
 const TOL: f64 = 1e-4;
@@ -12,6 +12,7 @@ const TOL: f64 = 1e-4;
 #[test]
 fn conv2d_forward_matches_reference() {
     let mut rng = rng(1);
+    let sets = kernel_sets("conv2d_forward");
     let (mut worst, mut direct) = (0.0f64, 0);
     for (case_no, case) in CONV_CASES.iter().enumerate() {
         let (s, n) = (case.s, case.n);
@@ -25,18 +26,18 @@ fn conv2d_forward_matches_reference() {
             .chunks_exact(s.in_len())
             .flat_map(|xi| reference::conv2d(&s, &to_f64(xi), &w64, case.bias.then_some(&b64[..])))
             .collect();
-        for path in conv_paths(&s) {
+        for (k, path) in sets.iter().flat_map(|&k| k.conv_paths(&s).into_iter().map(move |p| (k, p))) {
             let mut y = vec![f32::NAN; n * s.out_len()];
             let mut scratch = vec![f32::NAN; s.scratch_len(n)];
-            kernel::conv2d_forward_via(path, &s, n, &x, &w, bias, &mut y, &mut scratch);
-            let what = format!("conv case {case_no} {case:?} {path:?}");
+            k.conv_forward(path, &s, n, &x, &w, bias, &mut y, &mut scratch);
+            let what = format!("conv case {case_no} {case:?} {k} {path:?}");
             worst = worst.max(assert_close(&what, &y, &want, TOL));
             if path == ConvPath::Direct {
                 direct += 1;
             }
         }
     }
-    eprintln!("conv2d_forward: worst err {worst:.3e}; {direct} cases also on the direct path");
+    eprintln!("conv2d_forward: worst err {worst:.3e}; {direct} runs on the direct path");
 }
 
 /// Every im2col entry is the input pixel its row/column names, or 0 when
@@ -111,12 +112,18 @@ fn im2col_col2im_are_adjoint() {
 #[test]
 fn maxpool_forward_matches_reference() {
     let mut rng = rng(4);
+    for k in kernel_sets("maxpool_forward") {
+        maxpool_forward_matches_reference_at(k, &mut rng);
+    }
+}
+
+fn maxpool_forward_matches_reference_at(k: Kernels, rng: &mut rand_chacha::ChaCha8Rng) {
     for case in POOL_CASES.iter().chain(WIDE_POOL_CASES) {
         let (s, n) = (case.s, case.n);
-        let x = rand_vec(&mut rng, n * s.in_len());
+        let x = rand_vec(rng, n * s.in_len());
         let mut y = vec![f32::NAN; n * s.out_len()];
         let mut arg = vec![u32::MAX; n * s.out_len()];
-        kernel::maxpool_forward(&s, n, &x, &mut y, &mut arg);
+        k.maxpool_forward(&s, n, &x, &mut y, &mut arg);
         let (ho, wo) = (s.out_h(), s.out_w());
         for (i, xi) in x.chunks_exact(s.in_len()).enumerate() {
             let want = reference::maxpool(&s, &to_f64(xi));
@@ -124,15 +131,15 @@ fn maxpool_forward_matches_reference() {
             let ai = &arg[i * s.out_len()..(i + 1) * s.out_len()];
             for (o, (&got, &want)) in yi.iter().zip(&want).enumerate() {
                 // a max is exact: the f32 kernel must agree bit for bit
-                assert_eq!(got as f64, want, "{case:?} image {i} output {o}");
+                assert_eq!(got as f64, want, "{k} {case:?} image {i} output {o}");
                 // the argmax points at that value, inside the output's window
                 let a = ai[o] as usize;
-                assert_eq!(xi[a], got, "{case:?} image {i} output {o}: argmax {a}");
+                assert_eq!(xi[a], got, "{k} {case:?} image {i} output {o}: argmax {a}");
                 let (c, oy, ox) = (o / (ho * wo), o / wo % ho, o % wo);
                 let (ac, ay, ax) = (a / (s.h * s.w), a / s.w % s.h, a % s.w);
-                assert_eq!(ac, c, "{case:?}: argmax in another channel");
-                assert!((oy * s.stride..oy * s.stride + s.size).contains(&ay), "{case:?}: argmax row");
-                assert!((ox * s.stride..ox * s.stride + s.size).contains(&ax), "{case:?}: argmax col");
+                assert_eq!(ac, c, "{k} {case:?}: argmax in another channel");
+                assert!((oy * s.stride..oy * s.stride + s.size).contains(&ay), "{k} {case:?}: argmax row");
+                assert!((ox * s.stride..ox * s.stride + s.size).contains(&ax), "{k} {case:?}: argmax col");
             }
         }
     }
@@ -144,12 +151,18 @@ fn maxpool_forward_matches_reference() {
 #[test]
 fn maxpool_ties_go_to_first_in_window() {
     let mut rng = rng(9);
+    for k in kernel_sets("maxpool ties") {
+        maxpool_ties_go_to_first_at(k, &mut rng);
+    }
+}
+
+fn maxpool_ties_go_to_first_at(k: Kernels, rng: &mut rand_chacha::ChaCha8Rng) {
     for case in POOL_CASES.iter().chain(WIDE_POOL_CASES) {
         let (s, n) = (case.s, case.n);
         let x: Vec<f32> = (0..n * s.in_len()).map(|_| rng.random_range(-1i32..=1) as f32).collect();
         let mut y = vec![f32::NAN; n * s.out_len()];
         let mut arg = vec![u32::MAX; n * s.out_len()];
-        kernel::maxpool_forward(&s, n, &x, &mut y, &mut arg);
+        k.maxpool_forward(&s, n, &x, &mut y, &mut arg);
         let (ho, wo) = (s.out_h(), s.out_w());
         for (i, xi) in x.chunks_exact(s.in_len()).enumerate() {
             for c in 0..s.c {
@@ -166,8 +179,8 @@ fn maxpool_ties_go_to_first_in_window() {
                         }
                         let (v, at) = best.expect("empty window");
                         let o = i * s.out_len() + (c * ho + oy) * wo + ox;
-                        assert_eq!(y[o], v, "{case:?} image {i} window ({c},{oy},{ox})");
-                        assert_eq!(arg[o] as usize, at, "{case:?} image {i} window ({c},{oy},{ox})");
+                        assert_eq!(y[o], v, "{k} {case:?} image {i} window ({c},{oy},{ox})");
+                        assert_eq!(arg[o] as usize, at, "{k} {case:?} image {i} window ({c},{oy},{ox})");
                     }
                 }
             }
@@ -178,14 +191,14 @@ fn maxpool_ties_go_to_first_in_window() {
     let x = vec![0.5f32; s.in_len()];
     let mut y = vec![0.0; s.out_len()];
     let mut arg = vec![0; s.out_len()];
-    kernel::maxpool_forward(&s, 1, &x, &mut y, &mut arg);
+    k.maxpool_forward(&s, 1, &x, &mut y, &mut arg);
     let (ho, wo) = (s.out_h(), s.out_w());
     for c in 0..s.c {
         for oy in 0..ho {
             for ox in 0..wo {
                 let o = (c * ho + oy) * wo + ox;
-                assert_eq!(y[o], 0.5);
-                assert_eq!(arg[o] as usize, c * s.h * s.w + oy * s.stride * s.w + ox * s.stride);
+                assert_eq!(y[o], 0.5, "{k}");
+                assert_eq!(arg[o] as usize, c * s.h * s.w + oy * s.stride * s.w + ox * s.stride, "{k}");
             }
         }
     }
@@ -301,6 +314,7 @@ fn relu_forward_matches_reference() {
 #[test]
 fn dense_forward_matches_reference() {
     let mut rng = rng(7);
+    let sets = kernel_sets("dense_forward");
     for &(s, has_bias, n) in DENSE_CASES {
         let x = rand_vec(&mut rng, n * s.inputs);
         let w = rand_vec(&mut rng, s.weight_len());
@@ -310,18 +324,18 @@ fn dense_forward_matches_reference() {
             .chunks_exact(s.inputs)
             .flat_map(|xi| reference::dense(&s, &to_f64(xi), &w64, has_bias.then_some(&b64[..])))
             .collect();
-        for (path, forward) in DENSE_FORWARDS {
+        for k in &sets {
             let mut y = vec![f32::NAN; n * s.outputs];
-            forward(&s, n, &x, &w, has_bias.then_some(&b[..]), &mut y);
-            assert_close(&format!("dense {path} {s:?} bias={has_bias} n={n}"), &y, &want, TOL);
+            k.dense_forward(&s, n, &x, &w, has_bias.then_some(&b[..]), &mut y);
+            assert_close(&format!("dense {k} {s:?} bias={has_bias} n={n}"), &y, &want, TOL);
         }
     }
     // a known value: [1 2; 3 4] x [1, 1] + [10, 20] = [13, 27]
     let s = Dense { inputs: 2, outputs: 2 };
-    for (path, forward) in DENSE_FORWARDS {
+    for k in &sets {
         let mut y = [0.0; 2];
-        forward(&s, 1, &[1.0, 1.0], &[1.0, 2.0, 3.0, 4.0], Some(&[10.0, 20.0]), &mut y);
-        assert_eq!(y, [13.0, 27.0], "{path}");
+        k.dense_forward(&s, 1, &[1.0, 1.0], &[1.0, 2.0, 3.0, 4.0], Some(&[10.0, 20.0]), &mut y);
+        assert_eq!(y, [13.0, 27.0], "{k}");
     }
 }
 
@@ -349,13 +363,14 @@ fn softmax_loss_forward_matches_reference() {
     }
 }
 
-/// The dispatching `maxpool_forward` (the AVX-512 kernel where the CPU has
-/// it) and the portable code give the same values and indices bit for bit,
-/// on inputs full of ties, infinities and NaN.
+/// The SIMD max pools (every ISA, both fallback widths) and the portable
+/// code give the same values and indices bit for bit, on inputs full of
+/// ties, infinities and NaN.
 #[test]
 fn maxpool_forward_equals_portable_bit_for_bit() {
     let mut rng = rng(10);
     let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1.0, -1.0];
+    let sets = kernel_sets("maxpool vs portable");
     for case in POOL_CASES.iter().chain(WIDE_POOL_CASES) {
         let (s, n) = (case.s, case.n);
         for round in 0..3 {
@@ -366,14 +381,16 @@ fn maxpool_forward_equals_portable_bit_for_bit() {
                     _ => specials[rng.random_range(0..specials.len())],
                 })
                 .collect();
-            let mut got = (vec![0.0f32; n * s.out_len()], vec![0u32; n * s.out_len()]);
             let mut want = (vec![1.0f32; n * s.out_len()], vec![1u32; n * s.out_len()]);
-            kernel::maxpool_forward(&s, n, &x, &mut got.0, &mut got.1);
-            kernel::maxpool_forward_portable(&s, n, &x, &mut want.0, &mut want.1);
-            for (o, (a, b)) in got.0.iter().zip(&want.0).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{case:?} round {round} output {o}");
+            kernel::maxpool_forward(Isa::Portable, &s, n, &x, &mut want.0, &mut want.1);
+            for k in &sets {
+                let mut got = (vec![0.0f32; n * s.out_len()], vec![0u32; n * s.out_len()]);
+                k.maxpool_forward(&s, n, &x, &mut got.0, &mut got.1);
+                for (o, (a, b)) in got.0.iter().zip(&want.0).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{k} {case:?} round {round} output {o}");
+                }
+                assert_eq!(got.1, want.1, "{k} {case:?} round {round}: argmax");
             }
-            assert_eq!(got.1, want.1, "{case:?} round {round}: argmax");
         }
     }
 }

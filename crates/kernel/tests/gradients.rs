@@ -23,6 +23,7 @@ fn conv_objective(s: &Conv2d, x: &[f64], w: &[f64], b: Option<&[f64]>, r: &[f64]
 #[test]
 fn conv2d_backward_matches_finite_differences() {
     let mut rng = rng(11);
+    let sets = kernel_sets("conv2d_backward");
     let (mut worst_dx, mut worst_dw, mut worst_db) = (0.0f64, 0.0f64, 0.0f64);
     let mut direct = 0;
     for (case_no, case) in CONV_CASES.iter().enumerate() {
@@ -39,7 +40,8 @@ fn conv2d_backward_matches_finite_differences() {
         let num_dw = central_diff(&w64, |wp| conv_objective(&s, &x64, wp, b64, &r64));
         let num_db =
             case.bias.then(|| central_diff(&to_f64(&b), |bp| conv_objective(&s, &x64, &w64, Some(bp), &r64)));
-        for path in conv_paths(&s) {
+        for (k, path) in sets.iter().flat_map(|&k| k.conv_paths(&s).into_iter().map(move |p| (k, p))) {
+            let what = format!("{what} {k}");
             if path == ConvPath::Direct {
                 direct += 1;
             }
@@ -50,7 +52,7 @@ fn conv2d_backward_matches_finite_differences() {
             let mut scratch = vec![f32::NAN; s.scratch_len(n)];
             let mut backward =
                 |dx: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>, accumulate| {
-                    kernel::conv2d_backward_via(path, &s, n, &x, &w, &r, dx, dw, db, &mut scratch, accumulate)
+                    k.conv_backward(path, &s, n, &x, &w, &r, dx, dw, db, &mut scratch, accumulate)
                 };
             backward(Some(&mut dx), &mut dw, case.bias.then_some(&mut db[..]), false);
 
@@ -93,7 +95,7 @@ fn conv2d_backward_matches_finite_differences() {
     }
     eprintln!(
         "conv2d_backward worst rel err: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}; \
-         {direct} cases also on the direct path"
+         {direct} runs on the direct path"
     );
 }
 
@@ -101,13 +103,14 @@ fn conv2d_backward_matches_finite_differences() {
 fn maxpool_backward_matches_finite_differences() {
     let mut rng = rng(12);
     let mut worst = 0.0f64;
-    for case in POOL_CASES {
+    let sets = kernel_sets("maxpool_backward");
+    for (k, case) in sets.iter().flat_map(|k| POOL_CASES.iter().map(move |c| (k, c))) {
         let (s, n) = (case.s, case.n);
         let x = distinct_vec(&mut rng, n * s.in_len());
         let r = rand_vec(&mut rng, n * s.out_len());
         let mut y = vec![0.0; n * s.out_len()];
         let mut arg = vec![0; n * s.out_len()];
-        kernel::maxpool_forward(&s, n, &x, &mut y, &mut arg);
+        k.maxpool_forward(&s, n, &x, &mut y, &mut arg);
         let mut dx = vec![f32::NAN; n * s.in_len()];
         kernel::maxpool_backward(&s, n, &r, &arg, &mut dx);
 
@@ -118,7 +121,7 @@ fn maxpool_backward_matches_finite_differences() {
                 .map(|(xi, ri)| dot64(&reference::maxpool(&s, xi), ri))
                 .sum()
         });
-        worst = worst.max(check_grad(&format!("maxpool {case:?} dx"), &dx, &num));
+        worst = worst.max(check_grad(&format!("maxpool {k} {case:?} dx"), &dx, &num));
     }
     eprintln!("maxpool_backward worst rel err: dx {worst:.3e}");
 }
@@ -172,6 +175,7 @@ fn dense_objective(s: &Dense, x: &[f64], w: &[f64], b: Option<&[f64]>, r: &[f64]
 #[test]
 fn dense_backward_matches_finite_differences() {
     let mut rng = rng(15);
+    let sets = kernel_sets("dense_backward");
     let (mut worst_dx, mut worst_dw, mut worst_db) = (0.0f64, 0.0f64, 0.0f64);
     for &(s, has_bias, n) in DENSE_CASES {
         let what = format!("dense {s:?} bias={has_bias} n={n}");
@@ -185,37 +189,37 @@ fn dense_backward_matches_finite_differences() {
         let num_dx = central_diff(&x64, |xp| dense_objective(&s, xp, &w64, bias, &r64));
         let num_dw = central_diff(&w64, |wp| dense_objective(&s, &x64, wp, bias, &r64));
         let num_db = central_diff(&b64, |bp| dense_objective(&s, &x64, &w64, Some(bp), &r64));
-        for (path, backward) in DENSE_BACKWARDS {
+        for k in &sets {
             let mut dx = vec![f32::NAN; n * s.inputs];
             let mut dw = vec![f32::NAN; s.weight_len()];
             let mut db = vec![f32::NAN; s.outputs];
             let db_arg = has_bias.then_some(&mut db[..]);
-            backward(&s, n, &x, &w, &r, Some(&mut dx), &mut dw, db_arg, false);
+            k.dense_backward(&s, n, &x, &w, &r, Some(&mut dx), &mut dw, db_arg, false);
 
-            worst_dx = worst_dx.max(check_grad(&format!("{what} {path} dx"), &dx, &num_dx));
-            worst_dw = worst_dw.max(check_grad(&format!("{what} {path} dw"), &dw, &num_dw));
+            worst_dx = worst_dx.max(check_grad(&format!("{what} {k} dx"), &dx, &num_dx));
+            worst_dw = worst_dw.max(check_grad(&format!("{what} {k} dw"), &dw, &num_dw));
             if has_bias {
-                worst_db = worst_db.max(check_grad(&format!("{what} {path} db"), &db, &num_db));
+                worst_db = worst_db.max(check_grad(&format!("{what} {k} db"), &db, &num_db));
             }
 
             // dx = None, db = None gives the same dw
             let mut dw_only = vec![f32::NAN; s.weight_len()];
-            backward(&s, n, &x, &w, &r, None, &mut dw_only, None, false);
+            k.dense_backward(&s, n, &x, &w, &r, None, &mut dw_only, None, false);
             for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{what} {path}: dw[{i}] differs without dx/db");
+                assert_eq!(a.to_bits(), b.to_bits(), "{what} {k}: dw[{i}] differs without dx/db");
             }
 
             // accumulate = true adds onto dw and db
             let dw0 = rand_vec(&mut rng, s.weight_len());
             let db0 = rand_vec(&mut rng, s.outputs);
             let (mut dw_acc, mut db_acc) = (dw0.clone(), db0.clone());
-            backward(&s, n, &x, &w, &r, None, &mut dw_acc, Some(&mut db_acc), true);
+            k.dense_backward(&s, n, &x, &w, &r, None, &mut dw_acc, Some(&mut db_acc), true);
             let plus = |base: &[f32], g: &[f64]| -> Vec<f64> {
                 base.iter().zip(g).map(|(a, b)| *a as f64 + b).collect()
             };
-            check_grad(&format!("{what} {path} dw0 + dw"), &dw_acc, &plus(&dw0, &num_dw));
-            check_grad(&format!("{what} {path} db0 + db"), &db_acc, &plus(&db0, &num_db));
-            assert_close(&format!("{what} {path} dw accumulate"), &dw_acc, &plus(&dw0, &to_f64(&dw)), 1e-5);
+            check_grad(&format!("{what} {k} dw0 + dw"), &dw_acc, &plus(&dw0, &num_dw));
+            check_grad(&format!("{what} {k} db0 + db"), &db_acc, &plus(&db0, &num_db));
+            assert_close(&format!("{what} {k} dw accumulate"), &dw_acc, &plus(&dw0, &to_f64(&dw)), 1e-5);
         }
     }
     eprintln!("dense_backward worst rel err: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}");
@@ -253,26 +257,24 @@ fn softmax_loss_backward_matches_finite_differences() {
 }
 
 /// The input gradient alone (the seed recipe's output layer) gives the same
-/// bits as the `dx` of the full backward, on the dispatched and the portable
-/// path.
+/// bits as the `dx` of the full backward, with every set of kernels.
 #[test]
 fn dense_input_grad_matches_the_backward_dx_to_the_bit() {
-    use kernel::{dense_backward, dense_backward_portable, dense_input_grad, dense_input_grad_portable};
     let mut r = rng(41);
+    let sets = kernel_sets("dense_input_grad");
     for (n, inputs, outputs) in [(8, 1280, 120), (5, 84, 2), (1, 20, 3), (7, 33, 17)] {
         let s = Dense { inputs, outputs };
         let (x, w, dy) =
             (rand_vec(&mut r, n * inputs), rand_vec(&mut r, inputs * outputs), rand_vec(&mut r, n * outputs));
-        let mut dw = vec![0.0; inputs * outputs];
-        let (mut dx, mut alone) = (vec![0.0; n * inputs], vec![f32::NAN; n * inputs]);
-        dense_backward(&s, n, &x, &w, &dy, Some(&mut dx), &mut dw, None, false);
-        dense_input_grad(&s, n, &w, &dy, &mut alone);
-        assert!(dx.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{inputs}x{outputs}");
-        dense_backward_portable(&s, n, &x, &w, &dy, Some(&mut dx), &mut dw, None, false);
-        dense_input_grad_portable(&s, n, &w, &dy, &mut alone);
-        assert!(
-            dx.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
-            "portable {n}x{inputs}x{outputs}"
-        );
+        for k in &sets {
+            let mut dw = vec![0.0; inputs * outputs];
+            let (mut dx, mut alone) = (vec![0.0; n * inputs], vec![f32::NAN; n * inputs]);
+            k.dense_backward(&s, n, &x, &w, &dy, Some(&mut dx), &mut dw, None, false);
+            k.dense_input_grad(&s, n, &w, &dy, &mut alone);
+            assert!(
+                dx.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{k} {n}x{inputs}x{outputs}"
+            );
+        }
     }
 }

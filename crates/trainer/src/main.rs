@@ -53,6 +53,9 @@ fn main() {
 }
 
 fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
+    // GAPNET_ISA / GAPNET_PORTABLE: an unknown or unsupported choice is an
+    // error here rather than a panic in the first plan
+    graph::Isa::from_env().map_err(anyhow::Error::msg)?;
     match cli.command {
         Some(Command::Train(args)) => {
             let sub = matches.subcommand_matches("train").expect("the train subcommand was parsed");
@@ -367,16 +370,20 @@ fn compare_table(outcomes: &[(&RunConfig, train::Outcome)]) -> String {
     t
 }
 
-/// Threads and kernels of this run, e.g. "engine: 2 threads, AVX-512
-/// kernels".
+/// Threads and kernels of this run, e.g. "engine: 2 threads, AVX2 kernels
+/// (GAPNET_ISA=avx2|portable to choose)". [`dispatch`] has checked the
+/// environment, so `Isa::detect` does not fail here.
 fn engine_line() -> String {
-    let kernels = if graph::simd::avx512() {
-        format!("AVX-512 kernels ({}=1 for the portable ones)", graph::simd::PORTABLE_ENV)
-    } else if graph::simd::portable_requested() {
-        format!("portable kernels ({} is set)", graph::simd::PORTABLE_ENV)
+    use graph::isa::{Isa, ISA_ENV, PORTABLE_ENV};
+    let isa = Isa::detect();
+    let why = if std::env::var_os(ISA_ENV).is_some_and(|v| !v.is_empty()) {
+        format!("{ISA_ENV}={isa}")
+    } else if isa == Isa::Portable && Isa::best() != Isa::Portable {
+        format!("{PORTABLE_ENV} is set")
     } else {
-        "portable kernels (this CPU has no AVX-512F)".to_string()
+        let names: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+        format!("{ISA_ENV}={} to choose", names.join("|"))
     };
     let n = rayon::current_num_threads();
-    format!("engine: {n} thread{}, {kernels}", if n == 1 { "" } else { "s" })
+    format!("engine: {n} thread{}, {} kernels ({why})", if n == 1 { "" } else { "s" }, isa.label())
 }

@@ -3,7 +3,11 @@
 //! shapes every test file sweeps over.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use kernel::{Conv2d, ConvPath, Dense, MaxPool2d};
+pub mod kernels;
+
+use kernel::{Conv2d, Dense, MaxPool2d};
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use kernels::{isas, kernel_sets, Kernels};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -177,12 +181,6 @@ pub const CONV_CASES: &[ConvCase] = &[
     conv(12, 8, 8, 20, 3, 3, 1, 1, true, 1),
 ];
 
-/// The convolution paths that can run `s` on this CPU: im2col always, the
-/// direct AVX-512 kernels where the CPU and the shape allow.
-pub fn conv_paths(s: &Conv2d) -> Vec<ConvPath> {
-    [ConvPath::Im2col, ConvPath::Direct].into_iter().filter(|p| p.runs(s)).collect()
-}
-
 /// One max-pool test case.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolCase {
@@ -226,9 +224,10 @@ pub const WIDE_POOL_CASES: &[PoolCase] = &[
     pool(2, 3, 1100, 3, 2, true, 1),
 ];
 
-/// Dense test cases: `(shape, bias, n)`. The later ones reach the AVX-512
+/// Dense test cases: `(shape, bias, n)`. The later ones reach the SIMD
 /// kernels' edges: 8 + 4 + 1 images, output tiles of 3 + 3 + 1 and 3 + 2,
-/// input columns past one and two register tiles with a partial block.
+/// input columns past one and two register tiles with a partial block (and
+/// AVX2's tiles of 4 images, 2 outputs, 16 and 24 columns).
 pub const DENSE_CASES: &[(Dense, bool, usize)] = &[
     (Dense { inputs: 5, outputs: 3 }, true, 1),
     (Dense { inputs: 7, outputs: 4 }, false, 3),
@@ -239,19 +238,6 @@ pub const DENSE_CASES: &[(Dense, bool, usize)] = &[
     (Dense { inputs: 200, outputs: 5 }, false, 8),
     (Dense { inputs: 33, outputs: 2 }, true, 10),
 ];
-
-type DenseForward = fn(&Dense, usize, &[f32], &[f32], Option<&[f32]>, &mut [f32]);
-type DenseBackward =
-    fn(&Dense, usize, &[f32], &[f32], &[f32], Option<&mut [f32]>, &mut [f32], Option<&mut [f32]>, bool);
-
-/// Both dense forward versions: the dispatching one (AVX-512 where the CPU
-/// has it) and the portable SGEMM one.
-pub const DENSE_FORWARDS: &[(&str, DenseForward)] =
-    &[("dispatch", kernel::dense_forward), ("portable", kernel::dense_forward_portable)];
-
-/// Both dense backward versions, as [`DENSE_FORWARDS`].
-pub const DENSE_BACKWARDS: &[(&str, DenseBackward)] =
-    &[("dispatch", kernel::dense_backward), ("portable", kernel::dense_backward_portable)];
 
 /// GAP test cases: `(c, hw, n)`.
 pub const GAP_CASES: &[(usize, usize, usize)] = &[(3, 35, 2), (4, 1, 3), (2, 64, 1), (5, 9, 4)];

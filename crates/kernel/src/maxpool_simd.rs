@@ -1,0 +1,98 @@
+//! The 3x3, stride-2 max pool forward in SIMD, written once over
+//! [`Vector`]: `LANES` outputs of a row at a time.
+//!
+//! For one input row, two vector loads hold `2 * LANES` consecutive columns,
+//! and [`Vector::even`] / [`Vector::odd`] split them into the even and the
+//! odd columns (AVX-512: one `vpermt2ps` each; AVX2: `vshufps` with 0x88 or
+//! 0xDD, which picks the even or odd elements of each 128-bit half of the
+//! pair, then `vpermpd` 0xD8 to put the 64-bit pieces in order). Lane `j`
+//! of the three candidate vectors is then columns `2j`, `2j + 1` and
+//! `2j + 2` of output `j`'s window. The nine candidates are compared with
+//! the running best in row-major window order with a strict `>` (an ordered
+//! compare, false on NaN, then a masked move or a blend), exactly as the
+//! portable code in [`crate::pool`] does: the same value and index, ties and
+//! NaN included. Columns and rows past the input's edge (ceil mode's clipped
+//! windows) load as -inf or are skipped, so they never win.
+
+use crate::pool::MaxPool2d;
+use crate::simd::Vector;
+
+/// Forward pass of a 3x3, stride-2 pool over `n` images.
+///
+/// # Safety
+/// The CPU must run `V`; `s.size == 3 && s.stride == 2`.
+pub unsafe fn forward<V: Vector>(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    assert!(s.size == 3 && s.stride == 2);
+    let (ho, wo, plane, lanes) = (s.out_h(), s.out_w(), s.h * s.w, V::LANES);
+    let x = &x[..n * s.in_len()];
+    let y = &mut y[..n * s.out_len()];
+    let argmax = &mut argmax[..n * s.out_len()];
+    for p in 0..n * s.c {
+        let base = p % s.c * plane;
+        for oy in 0..ho {
+            for xb in (0..wo).step_by(lanes) {
+                let count = (wo - xb).min(lanes);
+                let at = p * ho * wo + oy * wo + xb;
+                let src = &x[p * plane..(p + 1) * plane];
+                window_block::<V>(s, src, base, oy, xb, count, &mut y[at..], &mut argmax[at..]);
+            }
+        }
+    }
+}
+
+/// Outputs `xb..xb + count` of output row `oy` of one plane `src`, whose
+/// first element has image index `base`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn window_block<V: Vector>(
+    s: &MaxPool2d,
+    src: &[f32],
+    base: usize,
+    oy: usize,
+    xb: usize,
+    count: usize,
+    y: &mut [f32],
+    argmax: &mut [u32],
+) {
+    assert!(src.len() == s.h * s.w && y.len() >= count && argmax.len() >= count);
+    V::outline(
+        #[inline(always)]
+        || {
+            let lanes = V::LANES;
+            let neg_inf = V::splat(f32::NEG_INFINITY);
+            // columns of the block's first window onwards that lie inside the row
+            let rem = s.w - 2 * xb;
+            // whole vectors when the last load (from 2 * xb + lanes + 2)
+            // stays in the row; masked ones (-inf outside) near its end
+            let whole = rem >= 2 * lanes + 2;
+            let inside = |from: usize| V::mask_first(rem.saturating_sub(from));
+            let (m0, m1, m2, m3) = (inside(0), inside(lanes), inside(2), inside(lanes + 2));
+            let load =
+                |m: V::Mask, p: *const f32| if whole { V::load(p) } else { V::mask_load_or(neg_inf, m, p) };
+            let (even, one) = (V::index_even(), V::index_splat(1));
+            let (mut bv, mut bi) = (neg_inf, V::index_splat(0));
+            let y0 = 2 * oy;
+            for iy in y0..(y0 + 3).min(s.h) {
+                let row = src.as_ptr().add(iy * s.w + 2 * xb);
+                // the masked loads touch only the columns inside the row
+                let a = load(m0, row);
+                let b = load(m1, row.wrapping_add(lanes));
+                let c = load(m2, row.wrapping_add(2));
+                let d = load(m3, row.wrapping_add(lanes + 2));
+                let (e0, o, e1) = (V::even(a, b), V::odd(a, b), V::even(c, d));
+                let i0 = V::index_add(V::index_splat((base + iy * s.w + 2 * xb) as u32), even);
+                let i1 = V::index_add(i0, one);
+                let i2 = V::index_add(i1, one);
+                if iy == y0 {
+                    (bv, bi) = (e0, i0);
+                } else {
+                    V::keep_greater(e0, i0, &mut bv, &mut bi);
+                }
+                V::keep_greater(o, i1, &mut bv, &mut bi);
+                V::keep_greater(e1, i2, &mut bv, &mut bi);
+            }
+            let out = V::mask_first(count);
+            V::mask_store(y.as_mut_ptr(), out, bv);
+            V::mask_store_index(argmax.as_mut_ptr(), out, bi);
+        },
+    )
+}
