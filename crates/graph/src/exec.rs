@@ -12,8 +12,8 @@ use std::ops::Range;
 use std::time::Instant;
 
 use kernel::{
-    reduce::sum_in_order, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Isa,
-    Loss, LossSums,
+    reduce::sum_in_order, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Isa, Loss,
+    LossSums,
 };
 use rayon::prelude::*;
 

@@ -14,7 +14,8 @@ use std::fmt;
 
 use kernel::{
     conv2d_backward, conv2d_forward, dense_backward, dense_forward, dense_input_grad, gap_backward,
-    gap_forward, maxpool_backward, maxpool_forward, relu_backward, relu_forward, Conv2d, Dense, Isa, MaxPool2d,
+    gap_forward, maxpool_backward, maxpool_forward, relu_backward, relu_forward, Conv2d, Dense, Isa,
+    MaxPool2d,
 };
 
 use crate::plan::{Init, Shape};

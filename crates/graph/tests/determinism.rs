@@ -2,10 +2,12 @@
 
 mod common;
 
-use common::random_batch;
-use graph::{preset, Init, Loss, Plan, Reduction, Sgd, Shape};
+use common::{isas, random_batch};
+use graph::{preset, Init, Isa, Loss, Plan, Reduction, Sgd, Shape};
 
+#[allow(clippy::too_many_arguments)]
 fn train(
+    isa: Isa,
     threads: usize,
     name: &str,
     batch: usize,
@@ -15,7 +17,7 @@ fn train(
 ) -> (Vec<u32>, Vec<u64>) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
-        let mut plan = Plan::new(&preset(name).unwrap(), Shape::new(3, 32, 32), batch).unwrap();
+        let mut plan = Plan::for_isa(&preset(name).unwrap(), Shape::new(3, 32, 32), batch, isa).unwrap();
         plan.initialize(Init::He, 7);
         let mut losses = Vec::new();
         for step in 0..3 {
@@ -27,17 +29,20 @@ fn train(
 }
 
 fn check(name: &str, batch: usize, loss: Loss, red: Reduction, sgd: Sgd) {
-    let one = train(1, name, batch, loss, red, sgd);
-    for threads in [2, 3] {
-        let many = train(threads, name, batch, loss, red, sgd);
-        assert!(one.1 == many.1, "{name}: losses differ between 1 and {threads} threads");
-        let differ = one.0.iter().zip(&many.0).filter(|(a, b)| a != b).count();
-        assert_eq!(differ, 0, "{name}: {differ} parameters differ between 1 and {threads} threads");
+    for isa in isas(name) {
+        let one = train(isa, 1, name, batch, loss, red, sgd);
+        for threads in [2, 3] {
+            let many = train(isa, threads, name, batch, loss, red, sgd);
+            assert!(one.1 == many.1, "{name} {isa}: losses differ between 1 and {threads} threads");
+            let differ = one.0.iter().zip(&many.0).filter(|(a, b)| a != b).count();
+            assert_eq!(differ, 0, "{name} {isa}: {differ} parameters differ between 1 and {threads} threads");
+        }
+        // Guard against a vacuous pass: training must have moved the weights.
+        let mut fresh = Plan::for_isa(&preset(name).unwrap(), Shape::new(3, 32, 32), batch, isa).unwrap();
+        fresh.initialize(Init::He, 7);
+        let moved = fresh.params().iter().zip(&one.0).any(|(a, b)| a.to_bits() != *b);
+        assert!(moved, "{name} {isa}: parameters never changed");
     }
-    // Guard against a vacuous pass: training must have moved the weights.
-    let mut fresh = Plan::new(&preset(name).unwrap(), Shape::new(3, 32, 32), batch).unwrap();
-    fresh.initialize(Init::He, 7);
-    assert!(fresh.params().iter().zip(&one.0).any(|(a, b)| a.to_bits() != *b), "parameters never changed");
 }
 
 #[test]

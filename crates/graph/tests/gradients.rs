@@ -2,15 +2,17 @@
 
 mod common;
 
-use common::{check_gradients, random_batch};
+use common::{check_gradients, isas, random_batch};
 use graph::{preset, LayerSpec, Loss, ModelSpec, Plan, Reduction, Shape};
 
 fn check_preset(name: &str, loss: Loss, red: Reduction) {
     let spec = preset(name).unwrap();
-    let mut plan = Plan::new(&spec, Shape::new(3, 32, 32), 4).unwrap();
-    let (x, y) = random_batch(&plan, 3, 5);
-    let worst = check_gradients(&mut plan, &x, &y, loss, red, 6);
-    println!("{name} {loss:?} {red:?}: worst relative error {worst:.2e}");
+    for isa in isas(name) {
+        let mut plan = Plan::for_isa(&spec, Shape::new(3, 32, 32), 4, isa).unwrap();
+        let (x, y) = random_batch(&plan, 3, 5);
+        let worst = check_gradients(&mut plan, &x, &y, loss, red, 6);
+        println!("{name} {loss:?} {red:?} {isa}: worst relative error {worst:.2e}");
+    }
 }
 
 #[test]
@@ -49,8 +51,10 @@ fn multi_chunk_lanes_accumulate() {
             LayerSpec::Dense { units: 3, bias: true },
         ],
     };
-    let mut plan = Plan::new(&spec, Shape::new(2, 9, 9), 150).unwrap();
-    let (x, y) = random_batch(&plan, 150, 11);
-    let worst = check_gradients(&mut plan, &x, &y, Loss::CrossEntropy, Reduction::Mean, 8);
-    println!("tiny, 150 images: worst relative error {worst:.2e}");
+    for isa in isas("multi_chunk_lanes_accumulate") {
+        let mut plan = Plan::for_isa(&spec, Shape::new(2, 9, 9), 150, isa).unwrap();
+        let (x, y) = random_batch(&plan, 150, 11);
+        let worst = check_gradients(&mut plan, &x, &y, Loss::CrossEntropy, Reduction::Mean, 8);
+        println!("tiny, 150 images, {isa}: worst relative error {worst:.2e}");
+    }
 }

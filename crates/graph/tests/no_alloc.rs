@@ -13,7 +13,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::SeqCst};
 
-use graph::{preset, Loss, Plan, Reduction, Sgd, Shape};
+use graph::{preset, Isa, Loss, Plan, Reduction, Sgd, Shape};
 
 struct Counting;
 
@@ -62,10 +62,14 @@ fn batch(n: usize) -> (Vec<f32>, Vec<u32>) {
 /// One test (not several) so no other test thread allocates meanwhile.
 #[test]
 fn training_and_inference_allocate_nothing_after_warm_up() {
+    let isas = Isa::tested();
+    eprintln!("no_alloc: ISAs {isas:?}");
+    let cases: Vec<_> =
+        ["seed-fc", "seed-gap"].into_iter().flat_map(|n| isas.iter().map(move |&i| (n, i))).collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     pool.install(|| {
-        for name in ["seed-fc", "seed-gap"] {
-            let mut plan = Plan::new(&preset(name).unwrap(), Shape::new(3, 32, 32), 200).unwrap();
+        for (name, isa) in cases {
+            let mut plan = Plan::for_isa(&preset(name).unwrap(), Shape::new(3, 32, 32), 200, isa).unwrap();
             let (x, y) = batch(200);
             let mut logits = vec![0.0f32; 200 * plan.classes()];
             let sgd = Sgd { lr: 0.01, momentum: 0.9, weight_decay: 5e-4, clip_dense: false };
@@ -85,9 +89,9 @@ fn training_and_inference_allocate_nothing_after_warm_up() {
             let other = OTHER.load(SeqCst) - other;
             let packing = SGEMM_PACKING.load(SeqCst) - packing;
             let leaked = LIVE_BYTES.load(SeqCst) - live;
-            println!("{name}: {other} allocations, {packing} sgemm packing buffers (all freed: {leaked} bytes live)");
-            assert_eq!(other, 0, "{name}: the hot path allocated {other} times");
-            assert_eq!(leaked, 0, "{name}: {leaked} bytes still allocated after the steps");
+            println!("{name} {isa}: {other} allocations, {packing} sgemm packing buffers (all freed: {leaked} bytes live)");
+            assert_eq!(other, 0, "{name} {isa}: the hot path allocated {other} times");
+            assert_eq!(leaked, 0, "{name} {isa}: {leaked} bytes still allocated after the steps");
             if plan.isa() != graph::Isa::Portable {
                 // the SIMD kernels replace every SGEMM of these presets
                 assert_eq!(packing, 0, "{name}: an SGEMM ran although the {} kernels are on", plan.isa());

@@ -166,3 +166,26 @@ impl FromStr for Isa {
             .ok_or_else(|| "unknown ISA (expected one of: avx512, avx2, portable)".to_string())
     }
 }
+
+/// The environment variable naming ISAs (comma separated, e.g.
+/// `avx512,avx2`) that test suites must run: if this CPU lacks one,
+/// [`Isa::tested`] panics instead of letting the tests silently cover less.
+/// CI sets it from /proc/cpuinfo.
+pub const REQUIRE_ENV: &str = "GAPNET_REQUIRE_ISAS";
+
+impl Isa {
+    /// The ISAs a test suite runs: [`Isa::available`], after checking that
+    /// it includes every ISA [`REQUIRE_ENV`] names (panics otherwise).
+    pub fn tested() -> Vec<Isa> {
+        let available = Isa::available();
+        let required = std::env::var(REQUIRE_ENV).unwrap_or_default();
+        for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let isa: Isa = name.parse().unwrap_or_else(|e| panic!("{REQUIRE_ENV}: {name}: {e}"));
+            assert!(
+                available.contains(&isa),
+                "{REQUIRE_ENV} requires {isa}, but this CPU runs only {available:?}: its kernels would go untested"
+            );
+        }
+        available
+    }
+}

@@ -2,7 +2,7 @@
 //! node list, and seeded random batches.
 #![allow(dead_code)]
 
-use graph::{LayerSpec, Loss, Node, Op, Plan, Reduction};
+use graph::{Isa, LayerSpec, Loss, Node, Op, Plan, Reduction};
 use kernel::reference;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -126,4 +126,12 @@ pub fn check_gradients(
         }
     }
     worst
+}
+
+/// The ISAs the whole-network tests run (every one this CPU has; see
+/// `Isa::tested`), printed once per test so the log says which ran.
+pub fn isas(test: &str) -> Vec<Isa> {
+    let isas = Isa::tested();
+    eprintln!("{test}: ISAs {}", isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", "));
+    isas
 }
