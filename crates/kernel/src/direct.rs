@@ -144,18 +144,12 @@ unsafe fn pad_planes<V: Vector>(
             let (hp, wp) = (h + 2 * py, w + 2 * px);
             let (src, dst) = (&src[..c * h * w], &mut dst[..c * hp * wp + SLACK]);
             let zero = V::zero();
-            // Vector steps along a padded row: the lanes to store, and the
-            // lanes that come from the source row (the rest are padding).
-            // Every row has the same steps, so there is no call per row (a
-            // `fill` of one float per row edge was a `memset` call, which
-            // cost more than the copy).
+            // Vector steps along a padded row, each storing its lanes inside
+            // the row, some of them from the source row (the rest are
+            // padding). Every row has the same steps, so there is no call
+            // per row (a `fill` of one float per row edge was a `memset`
+            // call, which cost more than the copy).
             let steps = wp.div_ceil(lanes);
-            let step_masks = |k: usize| -> (V::Mask, V::Mask) {
-                let x0 = k * lanes;
-                let store = V::mask_first(wp - x0);
-                // lanes l with px <= x0 + l < px + w
-                (store, V::mask_range(px.saturating_sub(x0), (px + w).saturating_sub(x0)))
-            };
             let (planes, slack) = dst.split_at_mut(c * hp * wp);
             for z in slack.chunks_exact_mut(lanes) {
                 V::store(z.as_mut_ptr(), zero);
@@ -164,17 +158,27 @@ unsafe fn pad_planes<V: Vector>(
                 for (r, drow) in dp.chunks_exact_mut(wp).enumerate() {
                     let inside = r >= py && r < py + h;
                     for k in 0..steps {
-                        let (store, load) = step_masks(k);
                         let x0 = k * lanes;
-                        // `store` keeps the store inside `drow`; `load` keeps
-                        // the load inside source row r - py (columns 0..w).
-                        let v = if inside {
+                        // Loads stay inside source row r - py (columns
+                        // 0..w), stores inside `drow`; whole vectors go
+                        // without masks (AVX2's masked store is microcoded
+                        // on AMD, many times a plain store's cost).
+                        let v = if !inside {
+                            zero
+                        } else if x0 >= px && x0 + lanes <= px + w {
+                            V::load(sp.as_ptr().add((r - py) * w + x0 - px))
+                        } else {
+                            // lanes l with px <= x0 + l < px + w
+                            let load = V::mask_range(px.saturating_sub(x0), (px + w).saturating_sub(x0));
                             let srow = sp.as_ptr().add((r - py) * w);
                             V::maskz_load(load, srow.wrapping_add(x0).wrapping_sub(px))
-                        } else {
-                            zero
                         };
-                        V::mask_store(drow.as_mut_ptr().wrapping_add(x0), store, v);
+                        let dst = drow.as_mut_ptr().wrapping_add(x0);
+                        if x0 + lanes <= wp {
+                            V::store(dst, v);
+                        } else {
+                            V::store_lanes(dst, 0, wp - x0, v);
+                        }
                     }
                 }
             }
@@ -389,17 +393,22 @@ unsafe fn store_block<V: Vector, const F: usize>(
         }
         let len = (wo - x).min(q_end - q);
         let lane = q - q0;
-        let mask = V::mask_range(lane, lane + len);
         // lane `lane` of the vector lands on out[f, r, x]; the masked lanes
         // are inside the output plane (the caller checked its length)
         let dst = out.wrapping_add(r * wo + x).wrapping_sub(lane);
-        if planes == F {
+        if len == V::LANES {
+            // a whole vector inside one row: a plain store (AVX2's masked
+            // store is many times slower)
+            for (j, a) in sums.iter().enumerate().take(planes) {
+                V::store(dst.wrapping_add(j * plane), *a);
+            }
+        } else if planes == F {
             for (j, a) in sums.iter().enumerate() {
-                V::mask_store(dst.wrapping_add(j * plane), mask, *a);
+                V::store_lanes(dst.wrapping_add(j * plane), lane, lane + len, *a);
             }
         } else {
             for (j, a) in sums.iter().enumerate().take(planes) {
-                V::mask_store(dst.wrapping_add(j * plane), mask, *a);
+                V::store_lanes(dst.wrapping_add(j * plane), lane, lane + len, *a);
             }
         }
         q += len;
@@ -483,11 +492,20 @@ unsafe fn spread_rows<V: Vector>(src: &[f32], ho: usize, wo: usize, wp: usize, d
                 let mut row_sum = zero;
                 for k in 0..steps {
                     let x0 = k * lanes;
-                    let (m_in, m_out) = (V::mask_first(wo.saturating_sub(x0)), V::mask_first(wp - x0));
-                    // the masks keep every access inside `row` and `out`
-                    let v = V::maskz_load(m_in, row.as_ptr().wrapping_add(x0));
+                    // every access stays inside `row` and `out`; whole
+                    // vectors go without masks (see `pad_planes`)
+                    let (src, dst) = (row.as_ptr().wrapping_add(x0), out.as_mut_ptr().wrapping_add(x0));
+                    let v = if x0 + lanes <= wo {
+                        V::load(src)
+                    } else {
+                        V::maskz_load(V::mask_first(wo.saturating_sub(x0)), src)
+                    };
                     row_sum = V::add(row_sum, v);
-                    V::mask_store(out.as_mut_ptr().wrapping_add(x0), m_out, v);
+                    if x0 + lanes <= wp {
+                        V::store(dst, v);
+                    } else {
+                        V::store_lanes(dst, 0, wp - x0, v);
+                    }
                 }
                 sum = V::add(sum, row_sum);
             }

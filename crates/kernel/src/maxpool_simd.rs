@@ -90,9 +90,14 @@ unsafe fn window_block<V: Vector>(
                 V::keep_greater(o, i1, &mut bv, &mut bi);
                 V::keep_greater(e1, i2, &mut bv, &mut bi);
             }
-            let out = V::mask_first(count);
-            V::mask_store(y.as_mut_ptr(), out, bv);
-            V::mask_store_index(argmax.as_mut_ptr(), out, bi);
+            if count == lanes {
+                V::store(y.as_mut_ptr(), bv);
+                V::store_index(argmax.as_mut_ptr(), bi);
+            } else {
+                let out = V::mask_first(count);
+                V::mask_store(y.as_mut_ptr(), out, bv);
+                V::mask_store_index(argmax.as_mut_ptr(), out, bi);
+            }
         },
     )
 }

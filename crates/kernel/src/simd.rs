@@ -143,6 +143,12 @@ pub unsafe trait Vector: Copy {
     unsafe fn mask_load_or(fill: Self, m: Self::Mask, p: *const f32) -> Self;
     /// Store the lanes of `m`; only those lanes are written.
     unsafe fn mask_store(p: *mut f32, m: Self::Mask, v: Self);
+    /// Store lanes `from..to` of `v` to `p + from..p + to`; only those are
+    /// written. (A masked store, unless the ISA has a faster way.)
+    #[inline(always)]
+    unsafe fn store_lanes(p: *mut f32, from: usize, to: usize, v: Self) {
+        Self::mask_store(p, Self::mask_range(from, to), v)
+    }
     /// `a * b + c` with one rounding.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
     unsafe fn add(a: Self, b: Self) -> Self;
@@ -163,6 +169,8 @@ pub unsafe trait Vector: Copy {
     /// `(bv, bi) = (v, i)` in the lanes where `v > bv` (false when either
     /// is NaN), as the portable max pool's `keep_greater`.
     unsafe fn keep_greater(v: Self, i: Self::Index, bv: &mut Self, bi: &mut Self::Index);
+    /// Store `LANES` `u32` at `p` (unaligned).
+    unsafe fn store_index(p: *mut u32, i: Self::Index);
     /// Store the lanes of `m` of `i`; only those lanes are written.
     unsafe fn mask_store_index(p: *mut u32, m: Self::Mask, i: Self::Index);
 }

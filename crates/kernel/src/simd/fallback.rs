@@ -131,6 +131,10 @@ unsafe impl<const N: usize> Vector for Fallback<N> {
         }
     }
     #[inline(always)]
+    unsafe fn store_index(p: *mut u32, i: [u32; N]) {
+        p.cast::<[u32; N]>().write_unaligned(i)
+    }
+    #[inline(always)]
     unsafe fn mask_store_index(p: *mut u32, m: [bool; N], i: [u32; N]) {
         for (l, (i, keep)) in i.into_iter().zip(m).enumerate() {
             if keep {

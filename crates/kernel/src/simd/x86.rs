@@ -131,6 +131,10 @@ unsafe impl Vector for Avx512 {
         *bi = _mm512_mask_mov_epi32(*bi, gt, i);
     }
     #[inline(always)]
+    unsafe fn store_index(p: *mut u32, i: __m512i) {
+        _mm512_storeu_si512(p.cast(), i)
+    }
+    #[inline(always)]
     unsafe fn mask_store_index(p: *mut u32, m: __mmask16, i: __m512i) {
         _mm512_mask_storeu_epi32(p.cast(), m, i)
     }
@@ -191,6 +195,16 @@ unsafe impl Vector for Avx2 {
         _mm256_maskstore_ps(p, m, v.0)
     }
     #[inline(always)]
+    unsafe fn store_lanes(p: *mut f32, from: usize, to: usize, v: Self) {
+        // `vmaskmovps` to memory is microcoded on AMD (Zen 3: ~20 times a
+        // plain store's cost); a few scalar stores from a copy are cheaper
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v.0);
+        for (l, &v) in lanes.iter().enumerate().take(to).skip(from) {
+            p.wrapping_add(l).write(v);
+        }
+    }
+    #[inline(always)]
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
         Avx2(_mm256_fmadd_ps(a.0, b.0, c.0))
     }
@@ -237,6 +251,10 @@ unsafe impl Vector for Avx2 {
         let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v.0, bv.0);
         bv.0 = _mm256_blendv_ps(bv.0, v.0, gt);
         *bi = _mm256_blendv_epi8(*bi, i, _mm256_castps_si256(gt));
+    }
+    #[inline(always)]
+    unsafe fn store_index(p: *mut u32, i: __m256i) {
+        _mm256_storeu_si256(p.cast(), i)
     }
     #[inline(always)]
     unsafe fn mask_store_index(p: *mut u32, m: __m256i, i: __m256i) {
