@@ -13,6 +13,9 @@
 //!   thread at once, and on one thread alone);
 //! - `Plan::train_step` (batch 64, 256) and `Plan::predict` (64, 256) for
 //!   `seed-fc` and `seed-gap`, and the batch-64 step in a 1-thread pool;
+//! - the batch-64 step and inference at every ISA this CPU runs, side by
+//!   side (the table's other figures use `Isa::detect`: the best, or
+//!   `GAPNET_ISA`);
 //! - the batch-64 training step observed node by node
 //!   (`Plan::forward_backward_observed`, the plain step's code with a clock
 //!   around every node, then `Plan::sgd_step`): the lane time of every
@@ -28,7 +31,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use common::timing::{est, median, run, Cfg, Est, Job};
-use common::{plan, Ceiling, NodeTimes, LOSS, PRESETS, REDUCTION, SGD};
+use common::{plan, plan_for, Ceiling, NodeTimes, LOSS, PRESETS, REDUCTION, SGD};
+use graph::Isa;
 use report::{print_report, Report, Speeds, VALID};
 
 /// `12,345`.
@@ -188,6 +192,12 @@ fn main() {
     let mut single: Vec<_> = PRESETS.iter().map(|p| plan(p, n)).collect();
     let mut valid: Vec<_> = VALID.iter().map(|p| plan(p, n)).collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a rayon pool");
+    // Every ISA this CPU runs: the batch-64 step and inference of each preset.
+    let isas = Isa::available();
+    let mut by_isa: Vec<[graph::Plan; 2]> = PRESETS
+        .iter()
+        .flat_map(|p| isas.iter().map(move |&i| [plan_for(p, n, i), plan_for(p, n, i)]))
+        .collect();
     let mut node_nanos: Vec<Vec<Vec<[u64; 2]>>> = vec![Vec::new(); PRESETS.len()];
     let mut step_walls: Vec<Vec<(u64, StepWall)>> = vec![Vec::new(); PRESETS.len()];
 
@@ -285,6 +295,21 @@ fn main() {
             }
         }));
     }
+    let first_isa = jobs.len();
+    for [t, i] in &mut by_isa {
+        let (x, y) = (&x, &y);
+        jobs.push(Job::new(move |iters| {
+            for _ in 0..iters {
+                black_box(t.train_step(x, y, LOSS, REDUCTION, &SGD));
+            }
+        }));
+        jobs.push(Job::new(move |iters| {
+            let mut logits = vec![0.0f32; n * i.classes()];
+            for _ in 0..iters {
+                i.predict(x, black_box(&mut logits));
+            }
+        }));
+    }
     eprintln!("summary: {} measurements x {} rounds", jobs.len(), cfg.rounds);
     run(&mut jobs, &cfg);
     let secs: Vec<Vec<f64>> = jobs.iter().map(|j| j.secs.clone()).collect();
@@ -351,6 +376,25 @@ fn main() {
         })
         .collect();
 
+    // img/s per round of (preset p, ISA k, job 0 = train / 1 = predict).
+    let isa_ips =
+        |p: usize, k: usize, j: usize| per_round(first_isa + 2 * (p * isas.len() + k) + j, &|s| n as f64 / s);
+    let mut isa_table =
+        String::from("| preset | ISA | train img/s | vs portable | predict img/s | vs portable |\n");
+    isa_table += "| --- | --- | ---: | ---: | ---: | ---: |\n";
+    let portable = isas.len() - 1; // `available` ends with Portable
+    for (p, preset) in PRESETS.iter().enumerate() {
+        for (k, isa) in isas.iter().enumerate() {
+            let cell = |j: usize| {
+                let (mine, base) = (isa_ips(p, k, j), isa_ips(p, portable, j));
+                let ratio: Vec<f64> = mine.iter().zip(&base).map(|(a, b)| a / b).collect();
+                let (v, r) = (est(&mine), est(&ratio));
+                format!("{} ±{:.0}% | {:.2}x", thousands(v.median as u64), v.spread * 100.0, r.median)
+            };
+            isa_table += &format!("| {preset} | {} | {} | {} |\n", isa.label(), cell(0), cell(1));
+        }
+    }
+
     let plans: Vec<&graph::Plan> = watched.iter().collect();
     print_report(&Report {
         quick,
@@ -366,4 +410,10 @@ fn main() {
         valid: &valid_speeds,
         batch: (n, big),
     });
+    println!("\n### Every ISA this CPU runs (batch {n}, {threads} threads, same rounds)\n");
+    print!("{isa_table}");
+    println!(
+        "\nOther tables use the {} kernels (`Isa::detect`; `GAPNET_ISA` chooses).",
+        Isa::detect().label()
+    );
 }

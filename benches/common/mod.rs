@@ -26,8 +26,13 @@ pub const SGD: graph::Sgd = graph::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 
 /// A preset planned for batches of up to `batch` images (as the trainer
 /// plans it for its batch size), He-initialised with seed 1.
 pub fn plan(name: &str, batch: usize) -> Plan {
+    plan_for(name, batch, graph::Isa::detect())
+}
+
+/// [`plan`] running the `isa` kernels.
+pub fn plan_for(name: &str, batch: usize, isa: graph::Isa) -> Plan {
     let spec = preset(name).unwrap_or_else(|| panic!("unknown preset {name}"));
-    let mut plan = Plan::new(&spec, INPUT, batch).expect("presets always plan");
+    let mut plan = Plan::for_isa(&spec, INPUT, batch, isa).expect("presets always plan");
     plan.initialize(Init::He, 1);
     plan
 }
