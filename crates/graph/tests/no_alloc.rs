@@ -6,9 +6,9 @@
 //! before returning; it offers no way to pass a buffer in. The allocator
 //! below counts those apart, by their alignment (nothing in the engine or
 //! in rayon asks for 32-byte alignment), proves they are all freed again,
-//! and requires every other allocation count to be zero. Where the AVX-512
-//! kernels run (they call no SGEMM for these presets), it requires zero
-//! allocations of any kind.
+//! and requires every other allocation count to be zero. Where the SIMD
+//! kernels run (AVX-512 or AVX2: they call no SGEMM for these presets), it
+//! requires zero allocations of any kind.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::SeqCst};

@@ -31,7 +31,10 @@
 //! per-lane FMA chain over the images and pixel blocks, reduced by
 //! [`Vector::hsum`]. So the AVX-512 instantiation computes exactly what the
 //! hand-written AVX-512 kernels did, and the AVX2 one exactly what
-//! `Fallback<8>` does.
+//! `Fallback<8>` does (a test compares them). When these kernels replaced
+//! the hand-written ones, the AVX-512 `correlate_block` and
+//! `weight_grad_image` disassembled to the same `vfmadd`/load sequences,
+//! register names aside, and no hot loop of either ISA spills a register.
 //!
 //! The two entries, [`forward`] and [`backward`], are `unsafe` only because
 //! the CPU must run `V` ([`Vector::supported`]); each checks every slice
@@ -40,9 +43,12 @@
 //! most 2) at any ISA but the portable one; everything else goes through
 //! im2col + SGEMM.
 
+mod weight_grad;
+
 use crate::conv::Conv2d;
 use crate::simd::{Vector, MAX_LANES};
 use std::mem::MaybeUninit;
+use weight_grad::{spread_rows, weight_grad};
 
 /// Zeros after the last padded plane, so that a vector load starting at the
 /// last output pixel of the last channel stays inside the buffer: the widest
@@ -460,163 +466,6 @@ unsafe fn correlate_block<V: Vector, const F: usize, const QB: usize>(
                 }
             }
             sums.write(acc);
-        },
-    )
-}
-
-/// Copy one plane `src[ho, wo]` to `dst` with rows `wp` apart, zeros in
-/// the `wp - wo` columns after each row and after the last row up to the
-/// end of `dst` (at least `ho * wp` floats); return the plane's sum (the
-/// bias gradient's share), taken in the same pass in a fixed order.
-unsafe fn spread_rows<V: Vector>(src: &[f32], ho: usize, wo: usize, wp: usize, dst: &mut [f32]) -> f32 {
-    assert!(src.len() == ho * wo && dst.len() >= ho * wp && wp >= wo);
-    V::outline(
-        #[inline(always)]
-        || {
-            let lanes = V::LANES;
-            let zero = V::zero();
-            let (body, tail) = dst.split_at_mut(ho * wp);
-            for chunk in tail.chunks_mut(lanes) {
-                // the mask covers exactly `chunk`
-                V::mask_store(chunk.as_mut_ptr(), V::mask_first(chunk.len()), zero);
-            }
-            // Every row has the same vector steps: whole vectors of the row,
-            // then its last part and the gap, then gap only. One running sum
-            // per row (in a register: an array of sums indexed at run time
-            // would live on the stack and chain every add through a store
-            // and a load).
-            let steps = wp.div_ceil(lanes);
-            let mut sum = zero;
-            for r in 0..ho {
-                let (row, out) = (&src[r * wo..(r + 1) * wo], &mut body[r * wp..(r + 1) * wp]);
-                let mut row_sum = zero;
-                for k in 0..steps {
-                    let x0 = k * lanes;
-                    // every access stays inside `row` and `out`; whole
-                    // vectors go without masks (see `pad_planes`)
-                    let (src, dst) = (row.as_ptr().wrapping_add(x0), out.as_mut_ptr().wrapping_add(x0));
-                    let v = if x0 + lanes <= wo {
-                        V::load(src)
-                    } else {
-                        V::maskz_load(V::mask_first(wo.saturating_sub(x0)), src)
-                    };
-                    row_sum = V::add(row_sum, v);
-                    if x0 + lanes <= wp {
-                        V::store(dst, v);
-                    } else {
-                        V::store_lanes(dst, 0, wp - x0, v);
-                    }
-                }
-                sum = V::add(sum, row_sum);
-            }
-            V::hsum(sum)
-        },
-    )
-}
-
-/// `dw[f, c, tap] (+)= sum over the n images and q of dyq[f][q] *
-/// xp[c][q + off(tap)]`, for 3x3 kernels; `xps` holds n padded inputs,
-/// `dyqs` n blocks of `co` spread gradients.
-unsafe fn weight_grad<V: Vector>(
-    g: &Corr,
-    n: usize,
-    xps: &[f32],
-    dyqs: &[f32],
-    dw: &mut [f32],
-    accumulate: bool,
-) {
-    let dyq_len = g.dyq_len();
-    assert!(g.kh == 3 && g.kw == 3);
-    assert!(xps.len() >= n * g.padded_len() && dyqs.len() >= n * g.co * dyq_len);
-    assert!(dw.len() >= g.co * g.ci * 9);
-    const { assert!(V::TILES.conv_dw_f <= 3 && (V::TILES.conv_dw_taps == 3 || V::TILES.conv_dw_taps == 9)) };
-    let mut f = 0;
-    while f < g.co {
-        let fb = (g.co - f).min(V::TILES.conv_dw_f);
-        for t0 in (0..9).step_by(V::TILES.conv_dw_taps) {
-            // conv_dw_taps is a constant: the arms of the other width go
-            match (fb, V::TILES.conv_dw_taps) {
-                (3, 9) => weight_grad_tile::<V, 3, 9>(g, n, xps, dyqs, f, t0, dw, accumulate),
-                (2, 9) => weight_grad_tile::<V, 2, 9>(g, n, xps, dyqs, f, t0, dw, accumulate),
-                (_, 9) => weight_grad_tile::<V, 1, 9>(g, n, xps, dyqs, f, t0, dw, accumulate),
-                (3, _) => weight_grad_tile::<V, 3, 3>(g, n, xps, dyqs, f, t0, dw, accumulate),
-                (2, _) => weight_grad_tile::<V, 2, 3>(g, n, xps, dyqs, f, t0, dw, accumulate),
-                (_, _) => weight_grad_tile::<V, 1, 3>(g, n, xps, dyqs, f, t0, dw, accumulate),
-            }
-        }
-        f += fb;
-    }
-}
-
-/// [`weight_grad`] for output planes `f0..f0 + FB` and taps `t0..t0 + TT`,
-/// every input plane: `FB x TT` accumulators, each a per-lane partial sum
-/// reduced at the end.
-#[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad_tile<V: Vector, const FB: usize, const TT: usize>(
-    g: &Corr,
-    n: usize,
-    xps: &[f32],
-    dyqs: &[f32],
-    f0: usize,
-    t0: usize,
-    dw: &mut [f32],
-    accumulate: bool,
-) {
-    V::outline(
-        #[inline(always)]
-        || {
-            let (plane, wp, blocks, dyq_len) = (g.plane(), g.wp, g.blocks(V::LANES), g.dyq_len());
-            let all = [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2];
-            let offs: [usize; TT] = std::array::from_fn(|t| all[t0 + t]);
-            for c in 0..g.ci {
-                let mut acc = [[V::zero(); TT]; FB];
-                for i in 0..n {
-                    let x = xps.as_ptr().add(i * g.padded_len() + c * plane);
-                    let dyq = dyqs.as_ptr().add((i * g.co + f0) * dyq_len);
-                    weight_grad_image::<V, FB, TT>(&mut acc, x, dyq, dyq_len, blocks, &offs);
-                }
-                for (j, accj) in acc.iter().enumerate() {
-                    let row = &mut dw[((f0 + j) * g.ci + c) * 9 + t0..][..TT];
-                    for (r, a) in row.iter_mut().zip(accj) {
-                        let sum = V::hsum(*a);
-                        *r = if accumulate { *r + sum } else { sum };
-                    }
-                }
-            }
-        },
-    )
-}
-
-/// One image's part of [`weight_grad_tile`]: `acc[j][t] += dyq[j][q] *
-/// x[q + offs[t]]` over the `blocks` vector blocks of `q`, in a local copy
-/// of `sums` that LLVM keeps in registers (see [`correlate_block`]).
-#[allow(clippy::needless_range_loop)] // constant indices keep the sums in registers
-unsafe fn weight_grad_image<V: Vector, const FB: usize, const TT: usize>(
-    sums: &mut [[V; TT]; FB],
-    x: *const f32,
-    dyq: *const f32,
-    dyq_len: usize,
-    blocks: usize,
-    offs: &[usize; TT],
-) {
-    V::outline(
-        #[inline(always)]
-        || {
-            let mut acc = *sums;
-            for b in 0..blocks {
-                let q = b * V::LANES;
-                let mut d = [V::zero(); FB];
-                for j in 0..FB {
-                    d[j] = V::load(dyq.add(j * dyq_len + q));
-                }
-                for t in 0..TT {
-                    let v = V::load(x.add(q + offs[t]));
-                    for j in 0..FB {
-                        acc[j][t] = V::fma(v, d[j], acc[j][t]);
-                    }
-                }
-            }
-            *sums = acc;
         },
     )
 }
