@@ -16,8 +16,8 @@ fn required_isas_are_available() {
     let isas = common::isas();
     eprintln!(
         "ISAs under test: {isas:?} ({} = {:?})",
-        common::kernels::REQUIRE_ENV,
-        std::env::var(common::kernels::REQUIRE_ENV).ok()
+        kernel::isa::REQUIRE_ENV,
+        std::env::var(kernel::isa::REQUIRE_ENV).ok()
     );
 }
 

@@ -5,23 +5,10 @@
 use kernel::simd::{Fallback, Vector};
 use kernel::{Conv2d, ConvPath, Dense, Isa, MaxPool2d};
 
-/// The environment variable naming ISAs (comma separated, e.g.
-/// `avx512,avx2`) that the tests must run: if this CPU lacks one, the tests
-/// fail instead of silently testing less. CI sets it from /proc/cpuinfo.
-pub const REQUIRE_ENV: &str = "GAPNET_REQUIRE_ISAS";
-
-/// The ISAs to test: [`Isa::available`], after checking [`REQUIRE_ENV`].
+/// The ISAs to test: every one this CPU runs, after checking
+/// `GAPNET_REQUIRE_ISAS` ([`Isa::tested`]).
 pub fn isas() -> Vec<Isa> {
-    let available = Isa::available();
-    let required = std::env::var(REQUIRE_ENV).unwrap_or_default();
-    for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let isa: Isa = name.parse().unwrap_or_else(|e| panic!("{REQUIRE_ENV}: {name}: {e}"));
-        assert!(
-            available.contains(&isa),
-            "{REQUIRE_ENV} requires {isa}, but this CPU runs only {available:?}: its kernels would go untested"
-        );
-    }
-    available
+    Isa::tested()
 }
 
 /// One set of kernels under test.
