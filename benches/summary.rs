@@ -1,5 +1,5 @@
 //! One table of where the time goes, conv against GAP: `cargo bench --bench
-//! summary` (about a minute; `-- --quick` for a smoke run of a few seconds).
+//! summary` (about two minutes; `-- --quick` for a smoke run of a few seconds).
 //!
 //! A self-timing bench (no criterion): every measurement is calibrated to
 //! blocks of ~0.2 s, then all blocks run round-robin for 21 rounds, so a
