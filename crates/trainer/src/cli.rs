@@ -180,7 +180,9 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its last committed checkpoint, bit-identically, and
     /// rebuild any file missing or stale. Its settings (config.json) are reused: --epochs, --lr,
     /// --checkpoint-every, --skip-nonfinite, --threads and --no-download may change them, any other
-    /// run flag is refused. A folder whose run has no checkpoint yet starts again from epoch 1
+    /// run flag is refused. The kernels recorded there are reused too, unless GAPNET_ISA chooses
+    /// others (a note then says the bits change). A folder whose run has no checkpoint yet starts
+    /// again from epoch 1
     #[arg(long)]
     pub resume: Option<PathBuf>,
     #[command(flatten)]

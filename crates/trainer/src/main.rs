@@ -202,6 +202,7 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
             if given.iter().any(|g| g == "checkpoint_every") {
                 config.checkpoint_every = args.run.checkpoint_every;
             }
+            config.isa = Some(train::resume_isa(&saved, &path)?.name().to_string());
             train::validate(&config)?;
             if config != saved {
                 fsops::write_atomic(&path, serde_json::to_string_pretty(&config)?.as_bytes())
@@ -232,7 +233,7 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
         splits.dir.display(),
         out.display()
     );
-    println!("{}", engine_line());
+    println!("{}", engine_line(config.kernels()));
     interrupt::set_run_folder(&out);
     let outcome = train::run(&config, &out, &splits, previous.as_ref())?;
     interrupt::after_final_write(&out)?;
@@ -270,7 +271,7 @@ fn compare_command(args: CompareArgs) -> Result<()> {
         configs[0].epochs,
         root.display()
     );
-    println!("{}", engine_line());
+    println!("{}", engine_line(graph::Isa::detect()));
     std::fs::create_dir_all(&root)
         .with_context(|| format!("--out {}: cannot create the folder", root.display()))?;
     let _root_lock = fsops::RunLock::acquire(&root)?;
@@ -373,10 +374,11 @@ fn compare_table(outcomes: &[(&RunConfig, train::Outcome)]) -> String {
 /// Threads and kernels of this run, e.g. "engine: 2 threads, AVX2 kernels
 /// (GAPNET_ISA=avx2|portable to choose)". [`dispatch`] has checked the
 /// environment, so `Isa::detect` does not fail here.
-fn engine_line() -> String {
+fn engine_line(isa: graph::Isa) -> String {
     use graph::isa::{Isa, ISA_ENV, PORTABLE_ENV};
-    let isa = Isa::detect();
-    let why = if std::env::var_os(ISA_ENV).is_some_and(|v| !v.is_empty()) {
+    let why = if isa != Isa::detect() {
+        "the kernels the run was trained with".to_string()
+    } else if std::env::var_os(ISA_ENV).is_some_and(|v| !v.is_empty()) {
         format!("{ISA_ENV}={isa}")
     } else if isa == Isa::Portable && Isa::best() != Isa::Portable {
         format!("{PORTABLE_ENV} is set")

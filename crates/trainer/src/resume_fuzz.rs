@@ -45,6 +45,7 @@ fn config(data: &Path) -> RunConfig {
         data: data.to_path_buf(),
         checkpoint_every: 1,
         skip_nonfinite: false,
+        isa: None,
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use graph::{preset, Init, Loss, ModelSpec, Plan, Reduction, Sgd, Shape, PRESETS};
+use graph::{preset, Init, Isa, Loss, ModelSpec, Plan, Reduction, Sgd, Shape, PRESETS};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -53,9 +53,23 @@ pub struct RunConfig {
     /// Skip batches with a non-finite loss or gradient instead of stopping.
     #[serde(default)]
     pub skip_nonfinite: bool,
+    /// The kernels the run trains with (`avx512`, `avx2`, `portable`): its
+    /// bits reproduce only under the same ones. `None` in a run written
+    /// before the trainer recorded them.
+    #[serde(default)]
+    pub isa: Option<String>,
 }
 
 impl RunConfig {
+    /// The kernels to train with: the recorded ones ([`RunConfig::isa`],
+    /// checked by [`resume_isa`] on resuming), else [`Isa::detect`].
+    pub fn kernels(&self) -> Isa {
+        self.isa
+            .as_deref()
+            .and_then(|n| n.parse::<Isa>().ok())
+            .filter(|i| i.supported())
+            .unwrap_or_else(Isa::detect)
+    }
     pub fn loss(&self) -> Loss {
         match self.recipe {
             Recipe::Modern => Loss::CrossEntropy,
@@ -152,9 +166,56 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
         data: std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf()),
         checkpoint_every: args.checkpoint_every,
         skip_nonfinite: args.skip_nonfinite,
+        isa: Some(Isa::detect().name().to_string()),
     };
     validate(&config)?;
     Ok(config)
+}
+
+/// The kernels a resumed run continues with. `GAPNET_ISA` (or
+/// `GAPNET_PORTABLE`) set: those, with a note when the run was trained with
+/// others. Unset: the recorded ones, so that the run continues bit for bit,
+/// unless this CPU cannot run them. Every departure is said: the run then
+/// goes on, but its bits are no longer those of an uninterrupted run.
+pub fn resume_isa(saved: &RunConfig, path: &Path) -> Result<Isa> {
+    use graph::isa::{ISA_ENV, PORTABLE_ENV};
+    let set = |v: &str| std::env::var_os(v).is_some_and(|v| !v.is_empty());
+    let chosen = (set(ISA_ENV) || set(PORTABLE_ENV)).then(Isa::detect);
+    let recorded = match saved.isa.as_deref() {
+        Some(name) => Some(
+            name.parse::<Isa>()
+                .map_err(|e| anyhow::anyhow!("{}: \"isa\": \"{name}\": {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let not_bitwise = "the run continues, but not bit for bit as an uninterrupted run would";
+    Ok(match (recorded, chosen) {
+        (Some(r), Some(c)) if r != c => {
+            println!(
+                "note: this run was trained with the {} kernels; {ISA_ENV} chose {}: {not_bitwise}",
+                r.label(),
+                c.label()
+            );
+            c
+        }
+        (_, Some(c)) => c,
+        (Some(r), None) if r.supported() => r,
+        (Some(r), None) => {
+            let best = Isa::detect();
+            println!("note: this run was trained with the {} kernels, which this CPU cannot run; continuing with {}: {not_bitwise}", r.label(), best.label());
+            best
+        }
+        (None, None) => {
+            let best = Isa::detect();
+            println!(
+                "note: {} does not record which kernels trained this run (it predates that); continuing with {}. \
+                 To continue bit for bit, set {ISA_ENV} to the original's ({ISA_ENV}=portable for a run made with {PORTABLE_ENV}=1)",
+                path.display(),
+                best.label()
+            );
+            best
+        }
+    })
 }
 
 pub fn validate(c: &RunConfig) -> Result<()> {
@@ -656,7 +717,7 @@ fn diverged(
 pub fn build(config: &RunConfig, input: Shape, batch: usize) -> Result<Plan> {
     let what = format!("model {}", config.model);
     health::check_memory(&config.spec, input, batch, &what)?;
-    Plan::new(&config.spec, input, batch).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+    Plan::for_isa(&config.spec, input, batch, config.kernels()).map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
 /// Mean cross-entropy and accuracy over a whole split, in batches.
