@@ -408,6 +408,14 @@ unsafe fn store_block<V: Vector, const F: usize>(
             for (j, a) in sums.iter().enumerate().take(planes) {
                 V::store(dst.wrapping_add(j * plane), *a);
             }
+        } else if r * wo + x + V::LANES <= plane {
+            // the lanes after the segment land on outputs of this plane
+            // that come later in the order of the stores (this block's
+            // next segment, the next blocks, the next pixel groups), which
+            // write them again: they may take garbage first
+            for (j, a) in sums.iter().enumerate().take(planes) {
+                V::store_lanes_ahead(dst.wrapping_add(j * plane), lane, lane + len, *a);
+            }
         } else if planes == F {
             for (j, a) in sums.iter().enumerate() {
                 V::store_lanes(dst.wrapping_add(j * plane), lane, lane + len, *a);
