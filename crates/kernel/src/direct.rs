@@ -367,8 +367,16 @@ unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize>(
             correlate_block::<V, F, QB>(&xp[b0 * lanes..], g, offs, &taps[f0..], &init, &mut acc);
             // SAFETY: `correlate_block` wrote the whole array.
             let acc = acc.assume_init();
+            // the row and column of each block's first pixel: one division
+            // per tile, then steps of `lanes`
+            let q0 = b0 * lanes;
+            let (mut r, mut x) = (q0 / g.wp, q0 % g.wp);
             for (b, sums) in acc.iter().enumerate() {
-                store_block::<V, F>(g, sums, (b0 + b) * lanes, f0, out);
+                store_block::<V, F>(g, sums, (b0 + b) * lanes, (r, x), f0, out);
+                x += lanes;
+                while x >= g.wp {
+                    (r, x) = (r + 1, x - g.wp);
+                }
             }
         },
     )
@@ -376,12 +384,13 @@ unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize>(
 
 /// Store the lanes of one vector block starting at flat index `q0` that
 /// are output pixels, one row segment at a time, for planes `f0..f0 + F`
-/// below `co`.
+/// below `co`; `(r, x)` is `q0`'s row and column in the padded plane.
 #[inline(always)]
 unsafe fn store_block<V: Vector, const F: usize>(
     g: &Corr,
     sums: &[V; F],
     q0: usize,
+    (r, x): (usize, usize),
     f0: usize,
     out: &mut [f32],
 ) {
@@ -389,8 +398,8 @@ unsafe fn store_block<V: Vector, const F: usize>(
     let planes = F.min(g.co - f0);
     let out = out.as_mut_ptr().wrapping_add(f0 * plane);
     let q_end = (q0 + V::LANES).min(q_len);
-    // one division per block; then walk the row segments
-    let (mut q, mut r, mut x) = (q0, q0 / wp, q0 % wp);
+    // walk the row segments
+    let (mut q, mut r, mut x) = (q0, r, x);
     while q < q_end {
         if x >= wo {
             q += wp - x;
@@ -407,6 +416,14 @@ unsafe fn store_block<V: Vector, const F: usize>(
             // store is many times slower)
             for (j, a) in sums.iter().enumerate().take(planes) {
                 V::store(dst.wrapping_add(j * plane), *a);
+            }
+        } else if r * wo + x + V::LANES <= plane {
+            // the lanes after the segment land on outputs of this plane
+            // that come later in the order of the stores (this block's
+            // next segment, the next blocks, the next pixel groups), which
+            // write them again: they may take garbage first
+            for (j, a) in sums.iter().enumerate().take(planes) {
+                V::store_lanes_ahead(dst.wrapping_add(j * plane), lane, lane + len, *a);
             }
         } else if planes == F {
             for (j, a) in sums.iter().enumerate() {

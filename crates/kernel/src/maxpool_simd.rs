@@ -29,20 +29,30 @@ pub unsafe fn forward<V: Vector>(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f3
     let argmax = &mut argmax[..n * s.out_len()];
     for p in 0..n * s.c {
         let base = p % s.c * plane;
-        for oy in 0..ho {
-            for xb in (0..wo).step_by(lanes) {
-                let count = (wo - xb).min(lanes);
-                let at = p * ho * wo + oy * wo + xb;
-                let src = &x[p * plane..(p + 1) * plane];
-                window_block::<V>(s, src, base, oy, xb, count, &mut y[at..], &mut argmax[at..]);
-            }
-        }
+        let src = &x[p * plane..(p + 1) * plane];
+        let out = p * ho * wo..(p + 1) * ho * wo;
+        // one outlined call per plane: a call per block of outputs cost
+        // about as much as the block's compares
+        V::outline(
+            #[inline(always)]
+            || {
+                let (y, argmax) = (&mut y[out.clone()], &mut argmax[out.clone()]);
+                for oy in 0..ho {
+                    for xb in (0..wo).step_by(lanes) {
+                        let count = (wo - xb).min(lanes);
+                        let at = oy * wo + xb;
+                        window_block::<V>(s, src, base, oy, xb, count, &mut y[at..], &mut argmax[at..]);
+                    }
+                }
+            },
+        )
     }
 }
 
 /// Outputs `xb..xb + count` of output row `oy` of one plane `src`, whose
 /// first element has image index `base`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 unsafe fn window_block<V: Vector>(
     s: &MaxPool2d,
     src: &[f32],
@@ -54,50 +64,54 @@ unsafe fn window_block<V: Vector>(
     argmax: &mut [u32],
 ) {
     assert!(src.len() == s.h * s.w && y.len() >= count && argmax.len() >= count);
-    V::outline(
-        #[inline(always)]
-        || {
-            let lanes = V::LANES;
-            let neg_inf = V::splat(f32::NEG_INFINITY);
-            // columns of the block's first window onwards that lie inside the row
-            let rem = s.w - 2 * xb;
-            // whole vectors when the last load (from 2 * xb + lanes + 2)
-            // stays in the row; masked ones (-inf outside) near its end
-            let whole = rem >= 2 * lanes + 2;
-            let inside = |from: usize| V::mask_first(rem.saturating_sub(from));
-            let (m0, m1, m2, m3) = (inside(0), inside(lanes), inside(2), inside(lanes + 2));
-            let load =
-                |m: V::Mask, p: *const f32| if whole { V::load(p) } else { V::mask_load_or(neg_inf, m, p) };
-            let (even, one) = (V::index_even(), V::index_splat(1));
-            let (mut bv, mut bi) = (neg_inf, V::index_splat(0));
-            let y0 = 2 * oy;
-            for iy in y0..(y0 + 3).min(s.h) {
-                let row = src.as_ptr().add(iy * s.w + 2 * xb);
-                // the masked loads touch only the columns inside the row
-                let a = load(m0, row);
-                let b = load(m1, row.wrapping_add(lanes));
-                let c = load(m2, row.wrapping_add(2));
-                let d = load(m3, row.wrapping_add(lanes + 2));
-                let (e0, o, e1) = (V::even(a, b), V::odd(a, b), V::even(c, d));
-                let i0 = V::index_add(V::index_splat((base + iy * s.w + 2 * xb) as u32), even);
-                let i1 = V::index_add(i0, one);
-                let i2 = V::index_add(i1, one);
-                if iy == y0 {
-                    (bv, bi) = (e0, i0);
-                } else {
-                    V::keep_greater(e0, i0, &mut bv, &mut bi);
-                }
-                V::keep_greater(o, i1, &mut bv, &mut bi);
-                V::keep_greater(e1, i2, &mut bv, &mut bi);
-            }
-            if count == lanes {
-                V::store(y.as_mut_ptr(), bv);
-                V::store_index(argmax.as_mut_ptr(), bi);
-            } else {
-                let out = V::mask_first(count);
-                V::mask_store(y.as_mut_ptr(), out, bv);
-                V::mask_store_index(argmax.as_mut_ptr(), out, bi);
-            }
-        },
-    )
+    let lanes = V::LANES;
+    let neg_inf = V::splat(f32::NEG_INFINITY);
+    // columns of the block's first window onwards that lie inside the row
+    let rem = s.w - 2 * xb;
+    let (even, one) = (V::index_even(), V::index_splat(1));
+    let (mut bv, mut bi) = (neg_inf, V::index_splat(0));
+    let y0 = 2 * oy;
+    for iy in y0..(y0 + 3).min(s.h) {
+        let row = src.as_ptr().add(iy * s.w + 2 * xb);
+        // the masked loads touch only the columns inside the row
+        let a = load::<V>(rem, 0, row, neg_inf);
+        let b = load::<V>(rem, lanes, row.wrapping_add(lanes), neg_inf);
+        let c = load::<V>(rem, 2, row.wrapping_add(2), neg_inf);
+        let d = load::<V>(rem, lanes + 2, row.wrapping_add(lanes + 2), neg_inf);
+        let (e0, o, e1) = (V::even(a, b), V::odd(a, b), V::even(c, d));
+        let i0 = V::index_add(V::index_splat((base + iy * s.w + 2 * xb) as u32), even);
+        let i1 = V::index_add(i0, one);
+        let i2 = V::index_add(i1, one);
+        if iy == y0 {
+            (bv, bi) = (e0, i0);
+        } else {
+            V::keep_greater(e0, i0, &mut bv, &mut bi);
+        }
+        V::keep_greater(o, i1, &mut bv, &mut bi);
+        V::keep_greater(e1, i2, &mut bv, &mut bi);
+    }
+    if count == lanes {
+        V::store(y.as_mut_ptr(), bv);
+        V::store_index(argmax.as_mut_ptr(), bi);
+    } else {
+        let out = V::mask_first(count);
+        V::mask_store(y.as_mut_ptr(), out, bv);
+        V::mask_store_index(argmax.as_mut_ptr(), out, bi);
+    }
+}
+
+/// `LANES` columns from `p`, which is `from` columns past the block's first
+/// window, with `rem` columns of the row left from there: a whole vector
+/// when the load stays in the row, else a masked one (-inf outside). Decided
+/// per load: near a row's end only the last loads need the mask (AVX2's
+/// masked load and blend cost more). A function, not a closure, to be
+/// inlined by force: a closure compiled on its own would lack the target
+/// features, and its intrinsics would become calls.
+#[inline(always)]
+unsafe fn load<V: Vector>(rem: usize, from: usize, p: *const f32, neg_inf: V) -> V {
+    if rem >= from + V::LANES {
+        V::load(p)
+    } else {
+        V::mask_load_or(neg_inf, V::mask_first(rem.saturating_sub(from)), p)
+    }
 }

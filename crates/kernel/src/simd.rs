@@ -149,6 +149,14 @@ pub unsafe trait Vector: Copy {
     unsafe fn store_lanes(p: *mut f32, from: usize, to: usize, v: Self) {
         Self::mask_store(p, Self::mask_range(from, to), v)
     }
+    /// [`Vector::store_lanes`] where the caller allows more: the `LANES`
+    /// floats from `p + from` may all be written, those from `p + to` on
+    /// with any values (the caller writes them again later). Lanes before
+    /// `from` are never written.
+    #[inline(always)]
+    unsafe fn store_lanes_ahead(p: *mut f32, from: usize, to: usize, v: Self) {
+        Self::store_lanes(p, from, to, v)
+    }
     /// `a * b + c` with one rounding.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
     unsafe fn add(a: Self, b: Self) -> Self;

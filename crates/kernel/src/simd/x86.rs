@@ -205,6 +205,16 @@ unsafe impl Vector for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn store_lanes_ahead(p: *mut f32, from: usize, to: usize, v: Self) {
+        debug_assert!(from < to && to <= 8);
+        // one plain store of the lanes moved down by `from` (`vpermps`
+        // reads the low 3 bits of each index: the lanes moved past the end
+        // are the garbage the caller allows)
+        let shift =
+            _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(from as i32));
+        _mm256_storeu_ps(p.wrapping_add(from), _mm256_permutevar8x32_ps(v.0, shift))
+    }
+    #[inline(always)]
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
         Avx2(_mm256_fmadd_ps(a.0, b.0, c.0))
     }
