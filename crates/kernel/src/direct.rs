@@ -33,7 +33,7 @@
 //! hand-written AVX-512 kernels did, and the AVX2 one exactly what
 //! `Fallback<8>` does (a test compares them). When these kernels replaced
 //! the hand-written ones, the AVX-512 `correlate_block` and
-//! `weight_grad_image` disassembled to the same `vfmadd`/load sequences,
+//! `weight_grad_images` disassembled to the same `vfmadd`/load sequences,
 //! register names aside, and no hot loop of either ISA spills a register.
 //!
 //! The two entries, [`forward`] and [`backward`], are `unsafe` only because
