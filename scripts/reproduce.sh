@@ -9,7 +9,7 @@
 #   THREADS=2 scripts/reproduce.sh    # worker threads (default: every core)
 #   QUICK=1 scripts/reproduce.sh      # a smoke test of the script: 2 epochs on 1,000 / 300 images
 #   GAPNET_PORTABLE=1 scripts/reproduce.sh   # the portable kernels: docs/results.md's numbers bit for bit
-#                                            # (the AVX-512 kernels round differently)
+#                                            # (the AVX2 and AVX-512 kernels round differently)
 #
 # Long: several hours on a 2-core machine (section 2's 500-epoch comparison
 # alone took 1 h 39 min with the portable kernels beside other work; see
