@@ -12,8 +12,8 @@ use std::ops::Range;
 use std::time::Instant;
 
 use kernel::{
-    reduce::sum_in_order, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Isa, Loss,
-    LossSums,
+    reduce::{add_in_order, sum_in_order},
+    seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Isa, Loss, LossSums,
 };
 use rayon::prelude::*;
 
@@ -36,6 +36,15 @@ pub fn lane_range(n: usize, lanes: usize, l: usize) -> Range<usize> {
     let (base, rem) = (n / lanes, n % lanes);
     let start = l * base + l.min(rem);
     start..start + base + usize::from(l < rem)
+}
+
+/// The images of lanes `part` (a run of lanes, e.g. one rank's share of a
+/// step) when `n` images are split over `lanes` lanes; empty for no lanes.
+pub fn lanes_images(n: usize, lanes: usize, part: Range<usize>) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    lane_range(n, lanes, part.start).start..lane_range(n, lanes, part.end - 1).end
 }
 
 /// Which pass a timed piece of work belongs to.
@@ -121,21 +130,37 @@ impl Plan {
         n
     }
 
+    /// Lanes a batch of `n` images is split into: `n` or the plan's lane
+    /// count ([`LANES`], fewer for a plan of smaller batches), whichever is less.
+    pub fn lanes_used(&self, n: usize) -> usize {
+        n.min(self.lanes.len())
+    }
+
+    /// The lanes a full batch is split into: [`LANES`], or the plan's
+    /// largest batch if that is smaller.
+    pub fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
     /// The one walk of a batch of `n` images: split into lanes by
-    /// [`lane_range`], lanes run by rayon, each walking its images in chunks
-    /// of up to `chunk`, calling `each` on every chunk with the lane's
-    /// memory and its entry of `per_lane` (e.g. its slice of the output).
-    /// Returns the number of lanes used.
+    /// [`lane_range`], the lanes of `part` that hold images run by rayon,
+    /// each walking its images in chunks of up to `chunk`, calling `each` on
+    /// every chunk with the lane's memory and its entry of `per_lane` (e.g.
+    /// its slice of the output). Returns the lanes that ran.
     fn run_lanes<S: Send>(
         &mut self,
         n: usize,
+        part: Range<usize>,
         per_lane: &mut [S],
         each: impl Fn(&[Node], &[f32], &mut Lane, &mut S, Chunk) + Sync,
-    ) -> usize {
+    ) -> Range<usize> {
+        let used = self.lanes_used(n);
+        let part = part.start.min(used)..part.end.min(used);
         let Plan { nodes, params, lanes, chunk, .. } = self;
         let (total, chunk) = (lanes.len(), *chunk);
-        let used = n.min(total);
-        lanes[..used].par_iter_mut().zip(&mut per_lane[..used]).enumerate().for_each(|(l, (lane, s))| {
+        let run = lanes[part.clone()].par_iter_mut().zip(&mut per_lane[part.clone()]);
+        run.enumerate().for_each(|(i, (lane, s))| {
+            let l = part.start + i;
             lane.sums = LossSums::default();
             let r = lane_range(n, total, l);
             for start in r.clone().step_by(chunk) {
@@ -143,7 +168,7 @@ impl Plan {
                 each(nodes, params, lane, s, c);
             }
         });
-        used
+        part
     }
 
     /// Forward and backward over one batch `x[n, C, H, W]` with `labels[n]`
@@ -170,6 +195,65 @@ impl Plan {
         obs: &O,
     ) -> LossSums {
         let n = self.batch_len(x, Some(labels));
+        let ran = self.lanes_of(x, labels, loss, reduction, 0..LANES, obs);
+        let t = start::<O>();
+        let lanes = &self.lanes;
+        sum_in_order(&mut self.grads, ran.len(), |l| &lanes[l].grads);
+        if let Some(t) = t {
+            obs.reduced(t.elapsed().as_nanos() as u64);
+        }
+        debug_assert_eq!(ran, 0..self.lanes_used(n));
+        total_sums(&self.lanes[ran])
+    }
+
+    /// One share of a step, for a process that computes some of a batch's
+    /// lanes while others compute the rest (the ranks of an MPI job):
+    /// forward and backward through the lanes of `part` that hold images
+    /// of `x[n, C, H, W]` (only their images are read), leaving each lane's
+    /// gradients and loss sums in the lane. Nothing is summed: see
+    /// [`Plan::add_lanes`]. Returns the lanes that ran.
+    pub fn forward_backward_lanes(
+        &mut self,
+        x: &[f32],
+        labels: &[u32],
+        loss: Loss,
+        reduction: Reduction,
+        part: Range<usize>,
+    ) -> Range<usize> {
+        self.batch_len(x, Some(labels));
+        self.lanes_of(x, labels, loss, reduction, part, &Unobserved)
+    }
+
+    /// Sum the lanes of `ran` (from [`Plan::forward_backward_lanes`]) into
+    /// [`Plan::grads`] and `sums`, in lane order. With `onto`, added to what
+    /// `grads` and `sums` hold: the sum of the lanes before `ran`, received
+    /// from whoever computed them; without, `grads` starts afresh from the
+    /// first lane. Passed along so, the sum has the bits of
+    /// [`Plan::forward_backward`]'s.
+    pub fn add_lanes(&mut self, ran: Range<usize>, onto: bool, sums: &mut LossSums) {
+        let lanes = &self.lanes;
+        if onto {
+            add_in_order(&mut self.grads, ran.clone(), |l| &lanes[l].grads);
+        } else {
+            sum_in_order(&mut self.grads, ran.len(), |l| &lanes[ran.start + l].grads);
+        }
+        for lane in &self.lanes[ran] {
+            sums.add(&lane.sums);
+        }
+    }
+
+    /// Forward and backward through the lanes of `part`; see
+    /// [`Plan::forward_backward_lanes`].
+    fn lanes_of<O: Observer>(
+        &mut self,
+        x: &[f32],
+        labels: &[u32],
+        loss: Loss,
+        reduction: Reduction,
+        part: Range<usize>,
+        obs: &O,
+    ) -> Range<usize> {
+        let n = labels.len();
         let scale = match reduction {
             Reduction::Mean => 1.0 / n as f32,
             Reduction::Sum => 1.0,
@@ -177,7 +261,7 @@ impl Plan {
         let (k, per) = (self.classes, self.input.len());
         let quirk = loss.has_seed_quirk();
         let isa = self.isa;
-        let used = self.run_lanes(n, &mut [(); LANES], |nodes, params, lane, _, c| {
+        self.run_lanes(n, part, &mut [(); LANES], |nodes, params, lane, _, c| {
             let (xs, ys) = (&x[c.start * per..(c.start + c.m) * per], &labels[c.start..c.start + c.m]);
             forward_nodes(isa, nodes, params, lane, xs, c, obs);
             let (logits, m, at) = (nodes[nodes.len() - 1].act.clone(), c.m, nodes.len());
@@ -192,14 +276,7 @@ impl Plan {
             }
             report(obs, t, c.lane, at, Phase::Backward, m);
             backward_nodes(isa, nodes, params, lane, xs, c, quirk, obs);
-        });
-        let t = start::<O>();
-        let lanes = &self.lanes;
-        sum_in_order(&mut self.grads, used, |l| &lanes[l].grads);
-        if let Some(t) = t {
-            obs.reduced(t.elapsed().as_nanos() as u64);
-        }
-        total_sums(&self.lanes[..used])
+        })
     }
 
     /// Forward only, with the loss sums (no gradients): evaluation.
@@ -207,14 +284,14 @@ impl Plan {
         let n = self.batch_len(x, Some(labels));
         let (k, per) = (self.classes, self.input.len());
         let isa = self.isa;
-        let used = self.run_lanes(n, &mut [(); LANES], |nodes, params, lane, _, c| {
+        let ran = self.run_lanes(n, 0..LANES, &mut [(); LANES], |nodes, params, lane, _, c| {
             forward_nodes(isa, nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
             let logits = &lane.acts[nodes[nodes.len() - 1].act.clone()];
             let ys = &labels[c.start..c.start + c.m];
             let sums = softmax_loss_forward(loss, k, c.m, logits, ys, &mut lane.probs);
             lane.sums.add(&sums);
         });
-        total_sums(&self.lanes[..used])
+        total_sums(&self.lanes[ran])
     }
 
     /// Forward only: writes the logits `[n, classes]` of `x[n, C, H, W]`.
@@ -231,7 +308,7 @@ impl Plan {
             rest = tail;
         }
         let isa = self.isa;
-        self.run_lanes(n, &mut outs, |nodes, params, lane, out, c| {
+        self.run_lanes(n, 0..LANES, &mut outs, |nodes, params, lane, out, c| {
             forward_nodes(isa, nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
             let last = &nodes[nodes.len() - 1].act;
             let o = (c.start - lane_range(n, lanes, c.lane).start) * k;

@@ -373,6 +373,11 @@ impl Plan {
     pub fn grads(&self) -> &[f32] {
         &self.grads
     }
+    /// The summed gradients, to be overwritten with a partial sum received
+    /// from another process before [`Plan::add_lanes`] continues it.
+    pub fn grads_mut(&mut self) -> &mut [f32] {
+        &mut self.grads
+    }
     /// SGD momentum buffers, same layout as `params`.
     pub fn velocity(&self) -> &[f32] {
         &self.velocity

@@ -18,15 +18,36 @@ pub fn sum_in_order<'a, F>(out: &mut [f32], lanes: usize, lane: F)
 where
     F: Fn(usize) -> &'a [f32] + Sync,
 {
+    reduce(out, 0..lanes, false, lane);
+}
+
+/// `out[i] = ((out[i] + lane(a)[i]) + lane(a+1)[i]) + ... + lane(b-1)[i]`
+/// for `lanes = a..b`: continues, in lane order, a sum that lanes before
+/// `a` began. Whoever sums lanes `0..a` and then calls this gets the bits of
+/// one [`sum_in_order`] over `0..b`; this is how the ranks of a job, each
+/// holding a run of lanes, pass one sum along (trainer's `team`).
+pub fn add_in_order<'a, F>(out: &mut [f32], lanes: std::ops::Range<usize>, lane: F)
+where
+    F: Fn(usize) -> &'a [f32] + Sync,
+{
+    reduce(out, lanes, true, lane);
+}
+
+fn reduce<'a, F>(out: &mut [f32], lanes: std::ops::Range<usize>, onto: bool, lane: F)
+where
+    F: Fn(usize) -> &'a [f32] + Sync,
+{
     out.par_chunks_mut(SPAN).enumerate().for_each(|(c, dst)| {
         let start = c * SPAN;
         let range = start..start + dst.len();
-        if lanes == 0 {
-            dst.fill(0.0);
-            return;
+        let mut rest = lanes.clone();
+        if !onto {
+            match rest.next() {
+                Some(first) => dst.copy_from_slice(&lane(first)[range.clone()]),
+                None => return dst.fill(0.0),
+            }
         }
-        dst.copy_from_slice(&lane(0)[range.clone()]);
-        for l in 1..lanes {
+        for l in rest {
             for (d, s) in dst.iter_mut().zip(&lane(l)[range.clone()]) {
                 *d += s;
             }

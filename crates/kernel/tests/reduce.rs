@@ -4,7 +4,7 @@
 mod common;
 
 use common::rng;
-use kernel::reduce::sum_in_order;
+use kernel::reduce::{add_in_order, sum_in_order};
 use rand::Rng;
 use rayon::ThreadPoolBuilder;
 
@@ -81,4 +81,26 @@ fn same_bits_in_pools_of_one_and_two_threads() {
         // and from the global pool
         assert_eq!(bits(&run(&data, len)), want, "global pool, {n_lanes} lanes");
     }
+}
+
+/// A sum passed along in pieces (lanes `0..a` summed, then `a..b` added,
+/// then `b..8`), as the ranks of a job pass it, gives the one-process bits
+/// for every split, including pieces with no lanes.
+#[test]
+fn a_sum_continued_in_pieces_is_the_whole_sum() {
+    let len = 20000;
+    let data = lanes(42, 8, len);
+    let want = bits(&sequential(&data, len));
+    for (a, b) in [(1, 8), (4, 4), (2, 5), (3, 6), (8, 8), (1, 1)] {
+        let mut out = vec![f32::NAN; len];
+        sum_in_order(&mut out, a, |l| data[l].as_slice());
+        add_in_order(&mut out, a..b, |l| data[l].as_slice());
+        add_in_order(&mut out, b..8, |l| data[l].as_slice());
+        assert_eq!(bits(&out), want, "pieces 0..{a}, {a}..{b}, {b}..8");
+    }
+    // adding a piece twice, or skipping one, changes the result
+    let mut out = vec![f32::NAN; len];
+    sum_in_order(&mut out, 4, |l| data[l].as_slice());
+    add_in_order(&mut out, 5..8, |l| data[l].as_slice());
+    assert_ne!(bits(&out), want);
 }
