@@ -80,7 +80,7 @@ impl EpochSums {
 }
 
 /// Where a run stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Epochs completed.
     pub epoch: usize,

@@ -20,6 +20,7 @@ mod predict;
 mod prune;
 #[cfg(test)]
 mod resume_fuzz;
+mod team;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -42,7 +43,15 @@ fn main() {
     }
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Err(e) = dispatch(cli, &matches) {
+    // Under `mpirun`, this process is one rank of a job (team.rs).
+    let team = team::Team::join().unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    });
+    if let Err(e) = dispatch(cli, &matches, &team) {
+        // `exit` skips MPI's finalisation on purpose: it waits for every
+        // rank, and the others may still be in the step this rank left.
+        // The launcher ends the job when a rank exits with an error.
         if let Some(stop) = e.downcast_ref::<interrupt::Interrupted>() {
             eprintln!("{stop}");
             std::process::exit(interrupt::exit_code());
@@ -50,18 +59,27 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+    drop(team);
 }
 
-fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
+fn dispatch(cli: Cli, matches: &ArgMatches, team: &team::Team) -> Result<()> {
     // GAPNET_ISA / GAPNET_PORTABLE: an unknown or unsupported choice is an
     // error here rather than a panic in the first plan
     graph::Isa::from_env().map_err(anyhow::Error::msg)?;
+    let alone = matches!(cli.command, Some(Command::Train(_)) | Some(Command::Compare(_)) | None);
+    if team.ranks() > 1 && !alone {
+        bail!(
+            "{} MPI ranks: only `train` and `compare` run as an MPI job; run `trainer {}` as one process",
+            team.ranks(),
+            matches.subcommand_name().unwrap_or_default()
+        );
+    }
     match cli.command {
         Some(Command::Train(args)) => {
             let sub = matches.subcommand_matches("train").expect("the train subcommand was parsed");
-            train_command(args, &given_flags(sub))
+            train_command(args, &given_flags(sub), team)
         }
-        Some(Command::Compare(args)) => compare_command(args),
+        Some(Command::Compare(args)) => compare_command(args, team),
         Some(Command::Eval(args)) => {
             set_threads(args.threads)?;
             eval::run(&args)
@@ -79,7 +97,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
             predict::run(&args)
         }
         Some(Command::Fetch(args)) => fetch_command(args),
-        None => compare_command(cli.compare),
+        None => compare_command(cli.compare, team),
     }
 }
 
@@ -171,9 +189,20 @@ fn load_data(configs: &[RunConfig]) -> Result<data::Splits> {
     Ok(splits)
 }
 
-fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
-    set_threads(args.run.threads)?;
-    let (config, out, previous, _lock) = match &args.resume {
+/// What every rank of a `train` job runs: the settings, the folder and,
+/// when resuming, the run's saved settings.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TrainJob {
+    config: RunConfig,
+    out: PathBuf,
+    previous: Option<RunConfig>,
+}
+
+/// Rank 0's part of `train` before anything is trained: the settings
+/// (from the command line, or the run's `config.json` when resuming),
+/// checked, and the run folder, locked.
+fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::RunLock)> {
+    Ok(match &args.resume {
         Some(dir) => {
             if let Some(id) = given.iter().find(|id| !RESUME_MAY_CHANGE.contains(&id.as_str())) {
                 bail!(
@@ -208,7 +237,7 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
                 fsops::write_atomic(&path, serde_json::to_string_pretty(&config)?.as_bytes())
                     .with_context(|| format!("{}: cannot write", path.display()))?;
             }
-            (config, dir.clone(), Some(saved), lock)
+            (TrainJob { config, out: dir.clone(), previous: Some(saved) }, lock)
         }
         None => {
             let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
@@ -217,13 +246,19 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
             load_data(std::slice::from_ref(&config))?;
             let out = args.run.out.clone().unwrap_or_else(|| default_out(&config.spec.name));
             let lock = fresh_out(&out)?;
-            (config, out, None, lock)
+            (TrainJob { config, out, previous: None }, lock)
         }
-    };
+    })
+}
+
+fn train_command(args: TrainArgs, given: &[String], team: &team::Team) -> Result<()> {
+    set_threads(args.run.threads)?;
+    let (job, _lock) = split_claim(team.is_root().then(|| claim_run(&args, given)));
+    let TrainJob { config, out, previous } = team.share(job)?;
     // Only now: a first-use download before this point stops on Ctrl-C at once
     // (it leaves nothing the loader would take), rather than waiting for a batch.
     interrupt::install()?;
-    let splits = load_data(std::slice::from_ref(&config))?;
+    let splits = team.check_data(load_data(std::slice::from_ref(&config)))?;
     println!(
         "training {} ({} recipe) on {} train / {} test images from {}; output in {}",
         config.spec.name,
@@ -233,9 +268,9 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
         splits.dir.display(),
         out.display()
     );
-    println!("{}", engine_line(config.kernels()));
+    println!("{}{}", engine_line(config.kernels()), team.describe(graph::LANES.min(config.batch)));
     interrupt::set_run_folder(&out);
-    let outcome = train::run(&config, &out, &splits, previous.as_ref())?;
+    let outcome = train::run(&config, &out, &splits, previous.as_ref(), team)?;
     interrupt::after_final_write(&out)?;
     let last = outcome.rows.last().with_context(|| {
         format!("{}: no epoch was trained (--epochs {} are all done)", out.display(), config.epochs)
@@ -249,19 +284,51 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn compare_command(args: CompareArgs) -> Result<()> {
-    set_threads(args.run.threads)?;
+/// Rank 0's claim, split into what every rank is told (the job, or the
+/// error that stops them all) and the lock rank 0 keeps.
+fn split_claim<T>(claim: Option<Result<(T, fsops::RunLock)>>) -> (Option<Result<T>>, Option<fsops::RunLock>) {
+    match claim {
+        Some(Ok((job, lock))) => (Some(Ok(job)), Some(lock)),
+        Some(Err(e)) => (Some(Err(e)), None),
+        None => (None, None),
+    }
+}
+
+/// What every rank of a `compare` job runs: the models' settings and the
+/// comparison's folder.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CompareJob {
+    configs: Vec<RunConfig>,
+    root: PathBuf,
+}
+
+/// Rank 0's part of `compare` before anything is trained: the data found
+/// (downloaded on first use), every model's settings checked against it,
+/// the comparison's folder made and locked.
+fn claim_compare(args: &CompareArgs) -> Result<(CompareJob, fsops::RunLock)> {
     let models: Vec<&str> = args.models.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
     if models.is_empty() {
         bail!("--models: name at least one model");
     }
     let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
-    // After any first-use download, as in `train`.
-    interrupt::install()?;
     let run = with_all_classes(&args.run, &dir)?;
     let configs = models.iter().map(|m| train::configure(m, &run, &dir)).collect::<Result<Vec<_>>>()?;
     let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
-    let splits = load_data(&configs)?;
+    load_data(&configs)?;
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("--out {}: cannot create the folder", root.display()))?;
+    let lock = fsops::RunLock::acquire(&root)?;
+    Ok((CompareJob { configs, root }, lock))
+}
+
+fn compare_command(args: CompareArgs, team: &team::Team) -> Result<()> {
+    set_threads(args.run.threads)?;
+    let (job, _root_lock) = split_claim(team.is_root().then(|| claim_compare(&args)));
+    let CompareJob { configs, root } = team.share(job)?;
+    // After any first-use download, as in `train`.
+    interrupt::install()?;
+    let splits = team.check_data(load_data(&configs))?;
+    let models: Vec<&str> = configs.iter().map(|c| c.model.as_str()).collect();
     println!(
         "comparing {} on {} train / {} test images from {}, {} epochs each; output in {}",
         models.join(", "),
@@ -271,16 +338,14 @@ fn compare_command(args: CompareArgs) -> Result<()> {
         configs[0].epochs,
         root.display()
     );
-    println!("{}", engine_line(graph::Isa::detect()));
-    std::fs::create_dir_all(&root)
-        .with_context(|| format!("--out {}: cannot create the folder", root.display()))?;
-    let _root_lock = fsops::RunLock::acquire(&root)?;
+    println!("{}{}", engine_line(graph::Isa::detect()), team.describe(graph::LANES.min(configs[0].batch)));
     let mut outcomes = Vec::new();
     for config in &configs {
         let out = root.join(Path::new(&config.model).file_stem().unwrap_or_default());
-        let _lock = fresh_out(&out)?;
+        let (claimed, _lock) = split_claim(team.is_root().then(|| fresh_out(&out).map(|lock| ((), lock))));
+        team.share(claimed)?;
         interrupt::set_run_folder(&out);
-        let outcome = train::run(config, &out, &splits, None).map_err(|e| match e.downcast() {
+        let outcome = train::run(config, &out, &splits, None, team).map_err(|e| match e.downcast() {
             Ok(stop) => anyhow::Error::new(interrupt::Interrupted {
                 note: Some("the comparison itself does not resume; run it again for the table".into()),
                 ..stop
@@ -288,7 +353,7 @@ fn compare_command(args: CompareArgs) -> Result<()> {
             Err(e) => e,
         })?;
         outcomes.push((config, outcome));
-        if interrupt::requested() {
+        if team.any(interrupt::requested()) {
             return Err(interrupt::Interrupted {
                 at: format!("the end of {}", config.model),
                 out,
@@ -296,6 +361,9 @@ fn compare_command(args: CompareArgs) -> Result<()> {
             }
             .into());
         }
+    }
+    if !team.is_root() {
+        return Ok(());
     }
     let series: Vec<plot::Series> = outcomes
         .iter()

@@ -27,6 +27,7 @@ use crate::health;
 use crate::interrupt::{self, Interrupted};
 use crate::metrics::{self, EpochRow};
 use crate::plot;
+use crate::team::Team;
 
 /// Everything that determines a run, saved as `config.json` in its folder.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -371,8 +372,17 @@ pub const CURVES: &str = "curves.png";
 /// gradient is not finite (unless `skip_nonfinite`: then the batch makes no
 /// update and is counted), and with [`Interrupted`] after saving a
 /// checkpoint when Ctrl-C was pressed.
-pub fn run(config: &RunConfig, out: &Path, splits: &Splits, previous: Option<&RunConfig>) -> Result<Outcome> {
-    let resume = previous.is_some();
+///
+/// In an MPI job every rank calls this with the same arguments; `team`
+/// splits each step and evaluation between them, and rank 0 alone reads and
+/// writes `out` (its caller holds the lock).
+pub fn run(
+    config: &RunConfig,
+    out: &Path,
+    splits: &Splits,
+    previous: Option<&RunConfig>,
+    team: &Team,
+) -> Result<Outcome> {
     let (train, test) = (&splits.train, &splits.test);
     let [c, h, w] = train.shape;
     let mut plan = build(config, Shape::new(c, h, w), config.batch)?;
@@ -382,17 +392,216 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, previous: Option<&Ru
     };
     let batches = train.len().div_ceil(config.batch);
     let mut rows = Vec::new();
-    // Where the run stands, and the last checkpoint on disk (kept if training diverges).
-    let mut at = Progress::default();
+    // The last checkpoint on disk (kept if training diverges).
     let mut saved = None;
-    let loaded = if resume { checkpoint::read(&mut plan, out, config, batches)? } else { None };
+    // Where the run stands: rank 0 starts or reads the state, every rank gets it.
+    let started = team.is_root().then(|| start(&mut plan, out, config, previous, batches, &norm, &mut rows, &mut saved));
+    let mut at = team.share_state(&mut plan, started)?;
+    // A batch never holds more images than a split.
+    let room = config.batch.min(train.len().max(test.len()));
+    let mut x = vec![0.0f32; room * train.image_len()];
+    let mut y = vec![0u32; room];
+    let augment = config.augment.then_some(Augment { pad: 4, flip: true });
+    if at.epoch >= config.epochs {
+        println!(
+            "{}: all {} epochs are done; pass --epochs N to train further",
+            out.display(),
+            config.epochs
+        );
+    }
+    let k = config.classes.len();
+    let error_sample = error_sample(train.len(), config.seed);
+    let mut dead_reported: Vec<String> = Vec::new();
+    let root = team.is_root();
+    for epoch in at.epoch + 1..=config.epochs {
+        let lr = config.lr_at(epoch);
+        let sgd = config.sgd_at(epoch);
+        let started = Instant::now();
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, epoch as u64)));
+        let bar = progress(train.len(), epoch, config.epochs);
+        // A resumed epoch goes on from its recorded batch with its partial sums.
+        let (first, mut sums) = (at.batches, at.partial);
+        let secs_before = sums.train_secs;
+        if let Some(bar) = &bar {
+            bar.inc((first * config.batch).min(train.len()) as u64);
+        }
+        team.take_comm();
+        for (b, idx) in order.chunks(config.batch).enumerate().skip(first) {
+            let t = Instant::now();
+            let (xs, ys) = (&mut x[..idx.len() * train.image_len()], &mut y[..idx.len()]);
+            // Only this rank's images (all of them, alone).
+            let mine = team.images(&plan, idx.len());
+            let len = train.image_len();
+            let xs_mine = &mut xs[mine.start * len..mine.end * len];
+            fill_batch(train, &idx[mine], &norm, augment, config.seed, epoch as u64, xs_mine);
+            for (label, &i) in ys.iter_mut().zip(idx) {
+                *label = train.labels[i];
+            }
+            sums.data_secs += t.elapsed().as_secs_f64();
+            let (step, stop) =
+                team.step(&mut plan, xs, ys, config.loss(), config.reduction(), interrupt::requested());
+            match health::nonfinite(&plan, &step) {
+                None => {
+                    plan.sgd_step(&sgd);
+                    sums.add(&step, idx.len());
+                }
+                Some(_) if config.skip_nonfinite => {
+                    sums.skipped += 1;
+                    at.skipped_total += 1;
+                }
+                Some(what) => bail!("{}", diverged(config, out, epoch, b, batches, lr, &what, saved)),
+            }
+            if b == 0 && root {
+                let dead: Vec<String> =
+                    health::dead_relus(&plan).into_iter().filter(|d| !dead_reported.contains(d)).collect();
+                if !dead.is_empty() {
+                    eprintln!(
+                        "warning: {} epoch {epoch}: {} output zero for every image of the first batch: \
+                         dead units that pass no gradient back; try a lower --lr than {}",
+                        config.model,
+                        dead.join(", "),
+                        config.lr
+                    );
+                    dead_reported.extend(dead);
+                }
+            }
+            if let Some(bar) = &bar {
+                bar.inc(idx.len() as u64);
+                let seen = sums.images.max(1) as f64;
+                let rate = bar.position() as f64 / (secs_before + started.elapsed().as_secs_f64());
+                bar.set_message(format!("loss {:.4}  {rate:.0} img/s", sums.cross_entropy / seen));
+            }
+            if stop && b + 1 < batches {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                sums.train_secs = secs_before + started.elapsed().as_secs_f64();
+                let here = Progress {
+                    epoch: epoch - 1,
+                    batches: b + 1,
+                    partial: sums,
+                    skipped_total: at.skipped_total,
+                };
+                if root {
+                    checkpoint::write(&plan, out, &here, config, &norm, &rows)?;
+                }
+                let at = format!("epoch {epoch}, batch {} of {batches}", b + 1);
+                return Err(Interrupted { at, out: out.to_path_buf(), note: None }.into());
+            }
+        }
+        at = Progress { epoch, batches: 0, partial: EpochSums::default(), skipped_total: at.skipped_total };
+        let train_secs = secs_before + started.elapsed().as_secs_f64();
+        if sums.images == 0 {
+            bail!(
+                "epoch {epoch}: every one of the {batches} batches had a non-finite loss or gradient, so the \
+                 parameters themselves have diverged; {}; start again with a lower --lr than {} (e.g. {})",
+                last_good(out, saved),
+                config.lr,
+                config.lr / 10.0
+            );
+        }
+        let comm = team.take_comm().as_secs_f64();
+        let (test_ce, test_acc) = evaluate(&mut plan, test, &norm, config.batch, &mut x, &mut y, team);
+        let sample = evaluate_on(&mut plan, train, &error_sample, &norm, config.batch, &mut x, &mut y, team);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let n = sums.images as f64;
+        let row = EpochRow {
+            epoch,
+            lr,
+            train_ce: sums.cross_entropy / n,
+            train_seed_error: sums.seed_error / n,
+            train_acc: sums.correct as f64 / n,
+            test_ce,
+            test_acc,
+            seconds: secs_before + started.elapsed().as_secs_f64(),
+            images_per_s: train.len() as f64 / train_secs,
+            sample_seed_error: sample.seed_error / error_sample.len() as f64,
+        };
+        // Batch preparation (u8 -> normalised, augmented f32) runs between
+        // steps; its share of the training time is printed so it can be watched.
+        let skipped = if sums.skipped > 0 {
+            format!("  skipped {} of {batches} batches (non-finite)", sums.skipped)
+        } else {
+            String::new()
+        };
+        // In a job, the share of the training time spent passing the
+        // gradients along (and waiting for the slowest rank).
+        let comm = if team.ranks() > 1 { format!("  comm {:.1}%", 100.0 * comm / train_secs) } else { String::new() };
+        println!(
+            "{}  data {:.1}%{comm}{skipped}",
+            describe(&config.model, &row, config.epochs),
+            100.0 * sums.data_secs / train_secs
+        );
+        rows.push(row);
+        if root {
+            metrics::write_all(out, &rows)?;
+        }
+        if health::stuck_at_chance(&rows, k) {
+            eprintln!(
+                "warning: {} epoch {epoch}: the training loss has stayed at chance ({:.4}, ln {k} = {:.4}) for \
+                 {} epochs: the network is not learning (dead units?); try a lower --lr than {}",
+                config.model,
+                rows[rows.len() - 1].train_ce,
+                (k as f64).ln(),
+                health::CHANCE_EPOCHS,
+                config.lr
+            );
+        }
+        let due = epoch % config.checkpoint_every == 0 || epoch == config.epochs;
+        let stop = team.any(interrupt::requested()) && epoch < config.epochs;
+        if (due || stop) && root {
+            checkpoint::write(&plan, out, &at, config, &norm, &rows)?;
+            saved = Some(at);
+            plot::plot_curves(
+                &out.join(CURVES),
+                &[plot::Series {
+                    label: &config.model,
+                    rows: &rows,
+                    sample_error: config.recipe == Recipe::Seed,
+                }],
+            )?;
+        }
+        if stop {
+            let at = format!("the end of epoch {epoch}");
+            return Err(Interrupted { at, out: out.to_path_buf(), note: None }.into());
+        }
+    }
+    if at.skipped_total > 0 {
+        println!(
+            "skipped {} batches with a non-finite loss or gradient (--skip-nonfinite); a lower --lr may avoid them",
+            at.skipped_total
+        );
+    }
+    Ok(Outcome { rows, out: out.to_path_buf(), params: plan.params().len() })
+}
+
+/// Rank 0's start of [`run`]: the state of a resumed run read back (and the
+/// files derived from it repaired), or a fresh one initialised and its
+/// `config.json` written. Returns where the run stands.
+#[allow(clippy::too_many_arguments)]
+fn start(
+    plan: &mut Plan,
+    out: &Path,
+    config: &RunConfig,
+    previous: Option<&RunConfig>,
+    batches: usize,
+    norm: &Normalizer,
+    rows: &mut Vec<EpochRow>,
+    saved: &mut Option<Progress>,
+) -> Result<Progress> {
+    let resume = previous.is_some();
+    let mut at = Progress::default();
+    let loaded = if resume { checkpoint::read(plan, out, config, batches)? } else { None };
     // This process holds the folder's lock: a temporary file is a leftover.
     fsops::clean_temp_files(out);
     match loaded {
         Some(loaded) => {
-            (at, saved) = (loaded.progress, Some(loaded.progress));
-            rows = resume_rows(out, loaded)?;
-            let repaired = repair(&plan, out, &at, config, &norm, &rows)?;
+            (at, *saved) = (loaded.progress, Some(loaded.progress));
+            *rows = resume_rows(out, loaded)?;
+            let repaired = repair(plan, out, &at, config, norm, rows)?;
             if !repaired.is_empty() {
                 println!("{}: rebuilt from the checkpoint: {}", out.display(), repaired.join(", "));
             }
@@ -428,170 +637,7 @@ pub fn run(config: &RunConfig, out: &Path, splits: &Splits, previous: Option<&Ru
                 .with_context(|| format!("{}: cannot write", out.join(CONFIG).display()))?;
         }
     }
-    // A batch never holds more images than a split.
-    let room = config.batch.min(train.len().max(test.len()));
-    let mut x = vec![0.0f32; room * train.image_len()];
-    let mut y = vec![0u32; room];
-    let augment = config.augment.then_some(Augment { pad: 4, flip: true });
-    if at.epoch >= config.epochs {
-        println!(
-            "{}: all {} epochs are done; pass --epochs N to train further",
-            out.display(),
-            config.epochs
-        );
-    }
-    let k = config.classes.len();
-    let error_sample = error_sample(train.len(), config.seed);
-    let mut dead_reported: Vec<String> = Vec::new();
-    for epoch in at.epoch + 1..=config.epochs {
-        let lr = config.lr_at(epoch);
-        let sgd = config.sgd_at(epoch);
-        let started = Instant::now();
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(config.seed, epoch as u64)));
-        let bar = progress(train.len(), epoch, config.epochs);
-        // A resumed epoch goes on from its recorded batch with its partial sums.
-        let (first, mut sums) = (at.batches, at.partial);
-        let secs_before = sums.train_secs;
-        if let Some(bar) = &bar {
-            bar.inc((first * config.batch).min(train.len()) as u64);
-        }
-        for (b, idx) in order.chunks(config.batch).enumerate().skip(first) {
-            let t = Instant::now();
-            let (xs, ys) = (&mut x[..idx.len() * train.image_len()], &mut y[..idx.len()]);
-            fill_batch(train, idx, &norm, augment, config.seed, epoch as u64, xs);
-            for (label, &i) in ys.iter_mut().zip(idx) {
-                *label = train.labels[i];
-            }
-            sums.data_secs += t.elapsed().as_secs_f64();
-            let step = plan.forward_backward(xs, ys, config.loss(), config.reduction());
-            match health::nonfinite(&plan, &step) {
-                None => {
-                    plan.sgd_step(&sgd);
-                    sums.add(&step, idx.len());
-                }
-                Some(_) if config.skip_nonfinite => {
-                    sums.skipped += 1;
-                    at.skipped_total += 1;
-                }
-                Some(what) => bail!("{}", diverged(config, out, epoch, b, batches, lr, &what, saved)),
-            }
-            if b == 0 {
-                let dead: Vec<String> =
-                    health::dead_relus(&plan).into_iter().filter(|d| !dead_reported.contains(d)).collect();
-                if !dead.is_empty() {
-                    eprintln!(
-                        "warning: {} epoch {epoch}: {} output zero for every image of the first batch: \
-                         dead units that pass no gradient back; try a lower --lr than {}",
-                        config.model,
-                        dead.join(", "),
-                        config.lr
-                    );
-                    dead_reported.extend(dead);
-                }
-            }
-            if let Some(bar) = &bar {
-                bar.inc(idx.len() as u64);
-                let seen = sums.images.max(1) as f64;
-                let rate = bar.position() as f64 / (secs_before + started.elapsed().as_secs_f64());
-                bar.set_message(format!("loss {:.4}  {rate:.0} img/s", sums.cross_entropy / seen));
-            }
-            if interrupt::requested() && b + 1 < batches {
-                if let Some(bar) = &bar {
-                    bar.finish_and_clear();
-                }
-                sums.train_secs = secs_before + started.elapsed().as_secs_f64();
-                let here = Progress {
-                    epoch: epoch - 1,
-                    batches: b + 1,
-                    partial: sums,
-                    skipped_total: at.skipped_total,
-                };
-                checkpoint::write(&plan, out, &here, config, &norm, &rows)?;
-                let at = format!("epoch {epoch}, batch {} of {batches}", b + 1);
-                return Err(Interrupted { at, out: out.to_path_buf(), note: None }.into());
-            }
-        }
-        at = Progress { epoch, batches: 0, partial: EpochSums::default(), skipped_total: at.skipped_total };
-        let train_secs = secs_before + started.elapsed().as_secs_f64();
-        if sums.images == 0 {
-            bail!(
-                "epoch {epoch}: every one of the {batches} batches had a non-finite loss or gradient, so the \
-                 parameters themselves have diverged; {}; start again with a lower --lr than {} (e.g. {})",
-                last_good(out, saved),
-                config.lr,
-                config.lr / 10.0
-            );
-        }
-        let (test_ce, test_acc) = evaluate(&mut plan, test, &norm, config.batch, &mut x, &mut y);
-        let sample = evaluate_on(&mut plan, train, &error_sample, &norm, config.batch, &mut x, &mut y);
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        let n = sums.images as f64;
-        let row = EpochRow {
-            epoch,
-            lr,
-            train_ce: sums.cross_entropy / n,
-            train_seed_error: sums.seed_error / n,
-            train_acc: sums.correct as f64 / n,
-            test_ce,
-            test_acc,
-            seconds: secs_before + started.elapsed().as_secs_f64(),
-            images_per_s: train.len() as f64 / train_secs,
-            sample_seed_error: sample.seed_error / error_sample.len() as f64,
-        };
-        // Batch preparation (u8 -> normalised, augmented f32) runs between
-        // steps; its share of the training time is printed so it can be watched.
-        let skipped = if sums.skipped > 0 {
-            format!("  skipped {} of {batches} batches (non-finite)", sums.skipped)
-        } else {
-            String::new()
-        };
-        println!(
-            "{}  data {:.1}%{skipped}",
-            describe(&config.model, &row, config.epochs),
-            100.0 * sums.data_secs / train_secs
-        );
-        rows.push(row);
-        metrics::write_all(out, &rows)?;
-        if health::stuck_at_chance(&rows, k) {
-            eprintln!(
-                "warning: {} epoch {epoch}: the training loss has stayed at chance ({:.4}, ln {k} = {:.4}) for \
-                 {} epochs: the network is not learning (dead units?); try a lower --lr than {}",
-                config.model,
-                rows[rows.len() - 1].train_ce,
-                (k as f64).ln(),
-                health::CHANCE_EPOCHS,
-                config.lr
-            );
-        }
-        let due = epoch % config.checkpoint_every == 0 || epoch == config.epochs;
-        let stop = interrupt::requested() && epoch < config.epochs;
-        if due || stop {
-            checkpoint::write(&plan, out, &at, config, &norm, &rows)?;
-            saved = Some(at);
-            plot::plot_curves(
-                &out.join(CURVES),
-                &[plot::Series {
-                    label: &config.model,
-                    rows: &rows,
-                    sample_error: config.recipe == Recipe::Seed,
-                }],
-            )?;
-        }
-        if stop {
-            let at = format!("the end of epoch {epoch}");
-            return Err(Interrupted { at, out: out.to_path_buf(), note: None }.into());
-        }
-    }
-    if at.skipped_total > 0 {
-        println!(
-            "skipped {} batches with a non-finite loss or gradient (--skip-nonfinite); a lower --lr may avoid them",
-            at.skipped_total
-        );
-    }
-    Ok(Outcome { rows, out: out.to_path_buf(), params: plan.params().len() })
+    Ok(at)
 }
 
 /// The metrics of the committed epochs, with the timings `metrics.jsonl`
@@ -728,15 +774,18 @@ pub fn evaluate(
     batch: usize,
     x: &mut [f32],
     y: &mut [u32],
+    team: &Team,
 ) -> (f64, f64) {
     let all: Vec<usize> = (0..ds.len()).collect();
-    let sums = evaluate_on(plan, ds, &all, norm, batch, x, y);
+    let sums = evaluate_on(plan, ds, &all, norm, batch, x, y, team);
     let n = ds.len() as f64;
     (sums.cross_entropy / n, sums.correct as f64 / n)
 }
 
 /// Loss sums of a forward pass over the images `idx` of `ds` (no
-/// augmentation), in batches of `batch` taken in the order of `idx`.
+/// augmentation), in batches of `batch` taken in the order of `idx`, added
+/// in that order. In a job each rank computes a share of the batches.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_on(
     plan: &mut Plan,
     ds: &Dataset,
@@ -745,15 +794,23 @@ pub fn evaluate_on(
     batch: usize,
     x: &mut [f32],
     y: &mut [u32],
+    team: &Team,
 ) -> graph::LossSums {
-    let mut sums = graph::LossSums::default();
-    for idx in idx.chunks(batch) {
+    let chunks: Vec<&[usize]> = idx.chunks(batch).collect();
+    let mut per_batch = vec![graph::LossSums::default(); chunks.len()];
+    for b in team.batches(chunks.len()) {
+        let idx = chunks[b];
         let (xs, ys) = (&mut x[..idx.len() * ds.image_len()], &mut y[..idx.len()]);
         fill_batch(ds, idx, norm, None, 0, 0, xs);
         for (label, &i) in ys.iter_mut().zip(idx) {
             *label = ds.labels[i];
         }
-        sums.add(&plan.evaluate(xs, ys, Loss::CrossEntropy));
+        per_batch[b] = plan.evaluate(xs, ys, Loss::CrossEntropy);
+    }
+    team.gather_batches(&mut per_batch);
+    let mut sums = graph::LossSums::default();
+    for s in &per_batch {
+        sums.add(s);
     }
     sums
 }

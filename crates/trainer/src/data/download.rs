@@ -210,7 +210,7 @@ pub fn ensure(target: &Target, source: &Source) -> Result<PathBuf> {
 }
 
 /// Hex digits of an MD5 digest.
-fn hex(digest: &[u8]) -> String {
+pub(crate) fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

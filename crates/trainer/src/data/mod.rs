@@ -54,6 +54,22 @@ impl Dataset {
         &self.images[i * n..(i + 1) * n]
     }
 
+    /// MD5 of the images, then the labels (little-endian), then the shape
+    /// and class names: whether two processes hold the same split.
+    pub fn checksum(&self) -> String {
+        use md5::{Digest, Md5};
+        let mut md5 = Md5::new();
+        md5.update(&self.images);
+        for l in &self.labels {
+            md5.update(l.to_le_bytes());
+        }
+        for d in self.shape {
+            md5.update((d as u64).to_le_bytes());
+        }
+        md5.update(self.class_names.join("\n").as_bytes());
+        download::hex(&md5.finalize())
+    }
+
     /// Keeps the first `n` records (no-op if there are no more than `n`).
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {
@@ -69,9 +85,22 @@ pub struct Splits {
     pub train: Dataset,
     pub test: Dataset,
     pub dir: PathBuf,
-    /// Part of the API; nothing in the program reads it yet.
-    #[allow(dead_code)]
     pub format: Format,
+}
+
+impl Splits {
+    /// The files the training (`train`) or test split was read from, for a message.
+    pub fn files(&self, train: bool) -> String {
+        let names = match (self.format, train) {
+            (Format::CifarTwoClass, true) => "train.bin",
+            (Format::CifarTwoClass, false) => "test.bin",
+            (Format::CifarOfficial, true) => "data_batch_1.bin..data_batch_5.bin",
+            (Format::CifarOfficial, false) => "test_batch.bin",
+            (Format::Idx, true) => "train-images-idx3-ubyte, train-labels-idx1-ubyte",
+            (Format::Idx, false) => "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte",
+        };
+        format!("{} in {}", names, self.dir.display())
+    }
 }
 
 /// The on-disk layout a directory was read as.
