@@ -46,17 +46,23 @@ fn main() {
     // Under `mpirun`, this process is one rank of a job (team.rs).
     let team = team::Team::join().unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
+        team::linger_alone();
         std::process::exit(1);
     });
     if let Err(e) = dispatch(cli, &matches, &team) {
-        // `exit` skips MPI's finalisation on purpose: it waits for every
-        // rank, and the others may still be in the step this rank left.
-        // The launcher ends the job when a rank exits with an error.
         if let Some(stop) = e.downcast_ref::<interrupt::Interrupted>() {
             eprintln!("{stop}");
+            // Every rank stops after the same batch: they finish MPI
+            // together, rank 0 having written the checkpoint, then exit.
+            drop(team);
             std::process::exit(interrupt::exit_code());
         }
         eprintln!("error: {e:#}");
+        // Any other error may be this rank's alone, and the others may wait
+        // for it in a step: `exit` without finishing MPI, and the launcher
+        // ends the job. A rank other than 0 prints nothing, so it waits for
+        // rank 0 (whose error names the rank at fault) to end the job first.
+        team.linger();
         std::process::exit(1);
     }
     drop(team);

@@ -47,6 +47,9 @@ use world::World;
 /// Open MPI's, then the PMI ones of MPICH/Hydra, Slurm's srun and PMIx.
 const SIZE_VARS: &[&str] = &["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"];
 
+/// How long a rank other than 0 waits after an error for rank 0 to end the job.
+const LINGER: Duration = Duration::from_secs(10);
+
 /// Ranks that leave a lane to each rank; more would have nothing to do.
 pub const MAX_RANKS: usize = graph::LANES;
 
@@ -95,6 +98,10 @@ impl Team {
             quiet(rank);
         }
         if ranks > MAX_RANKS {
+            // Rank 0 says it; see `linger`.
+            if rank > 0 {
+                linger(true, rank);
+            }
             bail!(
                 "{ranks} ranks: a step's batch is split into {MAX_RANKS} lanes, one rank needs at least one; \
                  start at most {MAX_RANKS} (docs/scaling.md says how the limit would be lifted)"
@@ -177,7 +184,9 @@ impl Team {
         }
         let splits = local?;
         for (r, c) in records.iter().enumerate().skip(1) {
-            for (split, have, want) in [("train", &c.train, &records[0].train), ("test", &c.test, &records[0].test)] {
+            for (split, have, want) in
+                [("train", &c.train, &records[0].train), ("test", &c.test, &records[0].test)]
+            {
                 if have != want {
                     bail!(
                         "rank {r}: its {split} data ({}) differs from rank 0's (MD5 {have} against {want}): every \
@@ -193,7 +202,11 @@ impl Team {
     /// The state every rank starts from: rank 0's progress (`Some`: rank 0
     /// has initialised the plan or read the checkpoint into it, or failed
     /// to), then its parameters and momentum.
-    pub fn share_state<P: Serialize + DeserializeOwned>(&self, plan: &mut Plan, at: Option<Result<P>>) -> Result<P> {
+    pub fn share_state<P: Serialize + DeserializeOwned>(
+        &self,
+        plan: &mut Plan,
+        at: Option<Result<P>>,
+    ) -> Result<P> {
         let at = self.share(at)?;
         if let Some(world) = &self.world {
             world.bcast_f32(0, plan.params_mut());
@@ -281,9 +294,29 @@ impl Team {
         }
     }
 
+    /// On an error, before exiting: a rank other than 0 waits (at most
+    /// [`LINGER`]) for the launcher to end the job on rank 0's exit, so that
+    /// rank 0's message, which names the rank at fault, is printed first;
+    /// rank 0 gives the launcher a moment to forward what it printed.
+    pub fn linger(&self) {
+        linger(self.world.is_some(), self.rank);
+    }
+
     /// Time spent in [`Team::step`]'s exchange (and waiting in it) since the last call.
     pub fn take_comm(&self) -> Duration {
         self.comm.replace(Duration::ZERO)
+    }
+}
+
+/// [`Team::linger`] for an error before the team was formed: rank 0's
+/// part (the others have waited already).
+pub fn linger_alone() {
+    linger(launched_size().is_some(), 0);
+}
+
+fn linger(in_job: bool, rank: usize) {
+    if in_job {
+        std::thread::sleep(if rank == 0 { Duration::from_millis(200) } else { LINGER });
     }
 }
 
@@ -291,7 +324,13 @@ impl Team {
 const TAIL: usize = 5;
 
 fn pack(s: &LossSums, flag: u64, out: &mut [u64]) {
-    out.copy_from_slice(&[s.loss.to_bits(), s.cross_entropy.to_bits(), s.seed_error.to_bits(), s.correct as u64, flag]);
+    out.copy_from_slice(&[
+        s.loss.to_bits(),
+        s.cross_entropy.to_bits(),
+        s.seed_error.to_bits(),
+        s.correct as u64,
+        flag,
+    ]);
 }
 
 fn unpack(t: &[u64]) -> LossSums {

@@ -395,7 +395,9 @@ pub fn run(
     // The last checkpoint on disk (kept if training diverges).
     let mut saved = None;
     // Where the run stands: rank 0 starts or reads the state, every rank gets it.
-    let started = team.is_root().then(|| start(&mut plan, out, config, previous, batches, &norm, &mut rows, &mut saved));
+    let started = team
+        .is_root()
+        .then(|| start(&mut plan, out, config, previous, batches, &norm, &mut rows, &mut saved));
     let mut at = team.share_state(&mut plan, started)?;
     // A batch never holds more images than a split.
     let room = config.batch.min(train.len().max(test.len()));
@@ -529,7 +531,12 @@ pub fn run(
         };
         // In a job, the share of the training time spent passing the
         // gradients along (and waiting for the slowest rank).
-        let comm = if team.ranks() > 1 { format!("  comm {:.1}%", 100.0 * comm / train_secs) } else { String::new() };
+        let comm = if team.ranks() > 1 {
+            let steps = batches.saturating_sub(first).max(1) as f64;
+            format!("  comm {:.1}% ({:.2} ms/step)", 100.0 * comm / train_secs, 1e3 * comm / steps)
+        } else {
+            String::new()
+        };
         println!(
             "{}  data {:.1}%{comm}{skipped}",
             describe(&config.model, &row, config.epochs),

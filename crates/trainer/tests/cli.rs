@@ -150,3 +150,24 @@ fn bare_trainer_takes_compare_flags_and_a_refused_run_leaves_no_folder() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A trainer built without `--features mpi`, started by a launcher as one
+/// of several processes, refuses to train N copies of the same run and
+/// says how to build it (tests/mpi.rs covers the feature itself).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
+    for var in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"] {
+        let out = common::command(&["train", "--epochs", "1"]).env(var, "2").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}: {err}");
+        assert!(err.contains(&format!("{var}=2")) && err.contains("--features mpi"), "{var}: {err}");
+    }
+    // One process of one is simply a run (here: no data, so it fails later, for that reason).
+    let out = common::command(&["train", "--epochs", "1", "--data", "/nonexistent"])
+        .env("OMPI_COMM_WORLD_SIZE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("--features mpi") && err.contains("/nonexistent"), "{err}");
+}
