@@ -54,7 +54,7 @@ fn main() {
             eprintln!("{stop}");
             // Every rank stops after the same batch: they finish MPI
             // together, rank 0 having written the checkpoint, then exit.
-            drop(team);
+            team.finish();
             std::process::exit(interrupt::exit_code());
         }
         eprintln!("error: {e:#}");
@@ -65,7 +65,7 @@ fn main() {
         team.linger();
         std::process::exit(1);
     }
-    drop(team);
+    team.finish();
 }
 
 fn dispatch(cli: Cli, matches: &ArgMatches, team: &team::Team) -> Result<()> {
