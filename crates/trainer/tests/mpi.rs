@@ -46,10 +46,18 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A short run's arguments: 200 images in batches of 40 (5 per lane), 2 epochs unless `--epochs` follows.
-fn run_args<'a>(model: &'a str, recipe: &'a str, data: &'a Path, out: &'a Path) -> Vec<&'a str> {
-    let mut args = vec!["--model", model, "--recipe", recipe, "--batch", "40"];
+/// `train` on `data` into `out` in batches of 40 (5 images per lane), on
+/// one thread, with a checkpoint every epoch, then `extra`.
+fn train_args<'a>(
+    model: &'a str,
+    recipe: &'a str,
+    data: &'a Path,
+    out: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["train", "--model", model, "--recipe", recipe, "--batch", "40"];
     args.extend(["--threads", "1", "--checkpoint-every", "1", "--data", s(data), "--out", s(out)]);
+    args.extend(extra);
     args
 }
 
@@ -65,14 +73,12 @@ fn every_number_of_ranks_trains_one_process_bits() {
     make_data(&data, 200, 60);
     for (model, recipe) in [("seed-gap", "seed"), ("seed-fc", "modern")] {
         let alone = dir.join(format!("{model}-alone"));
-        let mut train = vec!["train", "--epochs", "2"];
-        train.extend(run_args(model, recipe, &data, &alone));
+        let train = train_args(model, recipe, &data, &alone, &["--epochs", "2"]);
         ok(command(&train).output().unwrap(), "one process");
         let want = bytes(&alone.join("state.safetensors"));
         for n in [1, 2, 3, 4] {
             let out = dir.join(format!("{model}-{n}"));
-            let mut train = vec!["train", "--epochs", "2"];
-            train.extend(run_args(model, recipe, &data, &out));
+            let train = train_args(model, recipe, &data, &out, &["--epochs", "2"]);
             let stdout = ok(mpirun(n, &[], &train).output().unwrap(), &format!("{n} ranks"));
             let what = format!("{model} ({recipe}) on {n} ranks");
             assert!(stdout.contains(&format!("{n} MPI ranks")), "{what}: the engine line:\n{stdout}");
@@ -118,13 +124,9 @@ fn a_run_resumes_on_any_number_of_ranks() {
     let data = dir.join("data");
     make_data(&data, 200, 60);
     let (whole, split) = (dir.join("whole"), dir.join("split"));
-    let mut train = vec!["train"];
-    train.extend(run_args("seed-fc", "modern", &data, &whole));
-    train.extend(["--epochs", "3", "--schedule", "constant"]);
+    let train = train_args("seed-fc", "modern", &data, &whole, &["--epochs", "3", "--schedule", "constant"]);
     ok(command(&train).output().unwrap(), "3 epochs alone");
-    let mut train = vec!["train"];
-    train.extend(run_args("seed-fc", "modern", &data, &split));
-    train.extend(["--epochs", "1", "--schedule", "constant"]);
+    let train = train_args("seed-fc", "modern", &data, &split, &["--epochs", "1", "--schedule", "constant"]);
     ok(mpirun(4, &[], &train).output().unwrap(), "epoch 1 on 4 ranks");
     let resume = ["train", "--resume", s(&split), "--threads", "1", "--epochs"];
     let stdout = ok(mpirun(2, &[], &[&resume[..], &["2"]].concat()).output().unwrap(), "epoch 2 on 2 ranks");
@@ -166,9 +168,7 @@ fn long_job(dir: &Path, n: usize, launcher: &[&str]) -> (Child, std::path::PathB
     let data = dir.join("data");
     make_data(&data, 400, 40);
     let out = dir.join("run");
-    let mut train = vec!["train"];
-    train.extend(run_args("seed-fc", "modern", &data, &out));
-    train.extend(["--epochs", "500", "--schedule", "constant"]);
+    let train = train_args("seed-fc", "modern", &data, &out, &["--epochs", "500", "--schedule", "constant"]);
     let mut child =
         mpirun(n, launcher, &train).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
@@ -224,11 +224,8 @@ fn sigterm_to_the_launcher_stops_every_rank_after_the_same_batch() {
     let epochs = committed_epochs(&out) + 2;
     finish_alone(&out, &epochs.to_string());
     let whole = dir.join("whole");
-    let mut train = vec!["train"];
-    let data = dir.join("data");
-    train.extend(run_args("seed-fc", "modern", &data, &whole));
-    let e = epochs.to_string();
-    train.extend(["--epochs", &e, "--schedule", "constant"]);
+    let (data, e) = (dir.join("data"), epochs.to_string());
+    let train = train_args("seed-fc", "modern", &data, &whole, &["--epochs", &e, "--schedule", "constant"]);
     ok(command(&train).output().unwrap(), "uninterrupted");
     assert_eq!(metrics_but_timings(&out), metrics_but_timings(&whole));
     assert!(
@@ -280,8 +277,7 @@ fn a_rank_without_the_same_data_ends_the_job_naming_it() {
     std::fs::create_dir_all(&empty).unwrap();
     for (shown, needle) in [(&other, "rank 1: its train data (train.bin in"), (&empty, "rank 1: ")] {
         let out = dir.join(format!("run-{}", shown.file_name().unwrap().to_string_lossy()));
-        let mut train = vec!["train"];
-        train.extend(run_args("seed-fc", "modern", &data, &out));
+        let train = train_args("seed-fc", "modern", &data, &out, &[]);
         // Rank 1 sees `shown` at the data's path (its own mount namespace),
         // as another machine with other files there would.
         let bind = format!("mount --bind {} {} && exec \"$0\" \"$@\"", s(shown), s(&data));
@@ -310,8 +306,7 @@ fn more_ranks_than_lanes_and_commands_that_run_alone_are_refused() {
     let data = dir.join("data");
     make_data(&data, 40, 20);
     let run = dir.join("run");
-    let mut train = vec!["train"];
-    train.extend(run_args("seed-fc", "modern", &data, &run));
+    let train = train_args("seed-fc", "modern", &data, &run, &[]);
     let o = mpirun(9, &[], &train).output().unwrap();
     assert!(!o.status.success() && text(&o).contains("start at most 8"), "{}", text(&o));
     let o = mpirun(2, &[], &["eval", "--checkpoint", s(&dir.join("model.safetensors"))]).output().unwrap();
