@@ -309,9 +309,9 @@ struct CompareJob {
 }
 
 /// Rank 0's part of `compare` before anything is trained: the data found
-/// (downloaded on first use), every model's settings checked against it,
-/// the comparison's folder made and locked.
-fn claim_compare(args: &CompareArgs) -> Result<(CompareJob, fsops::RunLock)> {
+/// (downloaded on first use) and loaded, every model's settings checked
+/// against it, the comparison's folder made and locked.
+fn claim_compare(args: &CompareArgs) -> Result<(CompareJob, fsops::RunLock, data::Splits)> {
     let models: Vec<&str> = args.models.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
     if models.is_empty() {
         bail!("--models: name at least one model");
@@ -320,20 +320,28 @@ fn claim_compare(args: &CompareArgs) -> Result<(CompareJob, fsops::RunLock)> {
     let run = with_all_classes(&args.run, &dir)?;
     let configs = models.iter().map(|m| train::configure(m, &run, &dir)).collect::<Result<Vec<_>>>()?;
     let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
-    load_data(&configs)?;
+    let splits = load_data(&configs)?;
     std::fs::create_dir_all(&root)
         .with_context(|| format!("--out {}: cannot create the folder", root.display()))?;
     let lock = fsops::RunLock::acquire(&root)?;
-    Ok((CompareJob { configs, root }, lock))
+    Ok((CompareJob { configs, root }, lock, splits))
 }
 
 fn compare_command(args: CompareArgs, team: &team::Team) -> Result<()> {
     set_threads(args.run.threads)?;
-    let (job, _root_lock) = split_claim(team.is_root().then(|| claim_compare(&args)));
+    // Rank 0 keeps the data it loaded to check the settings; the others load their own.
+    let mut loaded = None;
+    let claim = team.is_root().then(|| {
+        claim_compare(&args).map(|(job, lock, splits)| {
+            loaded = Some(splits);
+            (job, lock)
+        })
+    });
+    let (job, _root_lock) = split_claim(claim);
     let CompareJob { configs, root } = team.share(job)?;
     // After any first-use download, as in `train`.
     interrupt::install()?;
-    let splits = team.check_data(load_data(&configs))?;
+    let splits = team.check_data(loaded.map_or_else(|| load_data(&configs), Ok))?;
     let models: Vec<&str> = configs.iter().map(|c| c.model.as_str()).collect();
     println!(
         "comparing {} on {} train / {} test images from {}, {} epochs each; output in {}",
