@@ -6,11 +6,16 @@
 //! input, weight and bias is compared, element by element, with the f32
 //! backward kernel run on `dy = r`. All random values are drawn as f32 so the
 //! f32 kernel and the f64 oracle see exactly the same numbers.
+//!
+//! Conv and dense gradients are sums of products, whose rounding depends on
+//! the order the kernels add in: they are held to an error bound that holds
+//! for every order ([`SumBound`]), so the tests pass on every CPU and ISA.
+//! `GAPNET_TEST_SEEDS=N` runs them on `N` seeds' data.
 
 mod common;
 
 use common::*;
-use kernel::{reference, Conv2d, ConvPath, Dense, Loss};
+use kernel::{reference, Conv2d, ConvPath, Dense, Isa, Loss};
 
 /// `sum_i <r_i, conv(x_i, w) + b>` over the images, in f64.
 fn conv_objective(s: &Conv2d, x: &[f64], w: &[f64], b: Option<&[f64]>, r: &[f64]) -> f64 {
@@ -20,81 +25,134 @@ fn conv_objective(s: &Conv2d, x: &[f64], w: &[f64], b: Option<&[f64]>, r: &[f64]
         .sum()
 }
 
+/// The f64 side of a conv case: the numeric gradients (central
+/// differences with [`LINEAR_STEP`]: the objective is linear in each
+/// variable) and the error bounds of each gradient ([`SumBound`]).
+struct ConvOracle {
+    dx: Vec<f64>,
+    dw: Vec<f64>,
+    db: Option<Vec<f64>>,
+    dx_bound: SumBound,
+    dw_bound: SumBound,
+    db_bound: SumBound,
+}
+
+impl ConvOracle {
+    fn new(case: &ConvCase, x: &[f32], w: &[f32], b: &[f32], r: &[f32]) -> ConvOracle {
+        let (s, n, h) = (&case.s, case.n, LINEAR_STEP);
+        let (x64, w64, b64, r64) = (to_f64(x), to_f64(w), to_f64(b), to_f64(r));
+        let b64 = case.bias.then_some(&b64[..]);
+        let objective = |x: &[f64], w: &[f64], b: Option<&[f64]>| conv_objective(s, x, w, b, &r64);
+        let dx = central_diff_step(&x64, h, |xp| objective(xp, &w64, b64));
+        let dw = central_diff_step(&w64, h, |wp| objective(&x64, wp, b64));
+        let db = case.bias.then(|| central_diff_step(&to_f64(b), h, |bp| objective(&x64, &w64, Some(bp))));
+
+        // sums of |products| per gradient element: the same gradients of the
+        // objective over absolute values (exact: it is linear too)
+        let (ax, aw, ar) = (abs64(x), abs64(w), abs64(r));
+        let abs_objective = |x: &[f64], w: &[f64]| conv_objective(s, x, w, None, &ar);
+        let abs_dx = central_diff_step(&ax, h, |xp| abs_objective(xp, &aw));
+        let abs_dw = central_diff_step(&aw, h, |wp| abs_objective(&ax, wp));
+        let abs_db: Vec<f64> = (0..s.c_out)
+            .map(|f| {
+                ar.chunks_exact(s.out_len())
+                    .map(|ri| ri[f * s.col_cols()..][..s.col_cols()].iter().sum::<f64>())
+                    .sum()
+            })
+            .collect();
+
+        // the objective: n * out_len outputs of c_in*kh*kw products and a
+        // bias, each times r, summed: at most 2 roundings per product
+        let fd_terms = n * s.out_len() * (2 * s.c_in * s.kh * s.kw + 4);
+        let bias_up = case.bias.then(|| abs64_plus(b, h));
+        let fd_sum = conv_objective(s, &abs64_plus(x, h), &abs64_plus(w, h), bias_up.as_deref(), &ar);
+        let pixels = n * s.col_cols();
+        let bound = |terms, abs| SumBound { terms, abs, fd_terms, fd_sum };
+        ConvOracle {
+            dx,
+            dw,
+            db,
+            dx_bound: bound(s.c_out * s.kh * s.kw, abs_dx),
+            dw_bound: bound(pixels, abs_dw),
+            db_bound: bound(pixels, abs_db),
+        }
+    }
+}
+
 #[test]
 fn conv2d_backward_matches_finite_differences() {
-    let mut rng = rng(11);
     let sets = kernel_sets("conv2d_backward");
     let (mut worst_dx, mut worst_dw, mut worst_db) = (0.0f64, 0.0f64, 0.0f64);
     let mut direct = 0;
-    for (case_no, case) in CONV_CASES.iter().enumerate() {
-        let (s, n) = (case.s, case.n);
-        let what = format!("conv case {case_no} {case:?}");
-        let x = rand_vec(&mut rng, n * s.in_len());
-        let w = rand_vec(&mut rng, s.weight_len());
-        let b = rand_vec(&mut rng, s.c_out);
-        let r = rand_vec(&mut rng, n * s.out_len());
-        let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
-        let b64 = case.bias.then_some(&b64[..]);
-
-        let num_dx = central_diff(&x64, |xp| conv_objective(&s, xp, &w64, b64, &r64));
-        let num_dw = central_diff(&w64, |wp| conv_objective(&s, &x64, wp, b64, &r64));
-        let num_db =
-            case.bias.then(|| central_diff(&to_f64(&b), |bp| conv_objective(&s, &x64, &w64, Some(bp), &r64)));
-        for (k, path) in sets.iter().flat_map(|&k| k.conv_paths(&s).into_iter().map(move |p| (k, p))) {
-            let what = format!("{what} {k}");
-            if path == ConvPath::Direct {
-                direct += 1;
-            }
-            // analytic: every output buffer starts as garbage and must be overwritten
-            let mut dx = vec![f32::NAN; n * s.in_len()];
-            let mut dw = vec![f32::NAN; s.weight_len()];
-            let mut db = vec![f32::NAN; s.c_out];
-            let mut scratch = vec![f32::NAN; s.scratch_len(n)];
-            let mut backward =
-                |dx: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>, accumulate| {
-                    k.conv_backward(path, &s, n, &x, &w, &r, dx, dw, db, &mut scratch, accumulate)
-                };
-            backward(Some(&mut dx), &mut dw, case.bias.then_some(&mut db[..]), false);
-
-            worst_dx = worst_dx.max(check_grad(&format!("{what} {path:?} dx"), &dx, &num_dx));
-            worst_dw = worst_dw.max(check_grad(&format!("{what} {path:?} dw"), &dw, &num_dw));
-            if let Some(num_db) = &num_db {
-                worst_db = worst_db.max(check_grad(&format!("{what} {path:?} db"), &db, num_db));
-            }
-
-            // dx = None, db = None: dw is the same computation, bit for bit
-            let mut dw_only = vec![f32::NAN; s.weight_len()];
-            backward(None, &mut dw_only, None, false);
-            for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{what} {path:?}: dw[{i}] differs without dx/db");
-            }
-
-            // accumulate = true adds onto what is there
+    for seed in test_seeds(11) {
+        let mut rng = rng(seed);
+        for (case_no, case) in CONV_CASES.iter().enumerate() {
+            let (s, n) = (case.s, case.n);
+            let what = format!("seed {seed} conv case {case_no} {case:?}");
+            // every random value is drawn here, before the kernel sets: the
+            // data do not depend on how many ISAs this CPU runs
+            let x = rand_vec(&mut rng, n * s.in_len());
+            let w = rand_vec(&mut rng, s.weight_len());
+            let b = rand_vec(&mut rng, s.c_out);
+            let r = rand_vec(&mut rng, n * s.out_len());
             let dw0 = rand_vec(&mut rng, s.weight_len());
             let db0 = rand_vec(&mut rng, s.c_out);
-            let mut dw_acc = dw0.clone();
-            let mut db_acc = db0.clone();
-            backward(None, &mut dw_acc, Some(&mut db_acc), true);
-            let sum = |base: &[f32], g: &[f32]| -> Vec<f64> {
-                base.iter().zip(g).map(|(a, b)| *a as f64 + *b as f64).collect()
-            };
-            assert_close(&format!("{what} {path:?} dw accumulate"), &dw_acc, &sum(&dw0, &dw), 1e-5);
-            let num_acc: Vec<f64> = dw0.iter().zip(&num_dw).map(|(a, g)| *a as f64 + g).collect();
-            check_grad(&format!("{what} {path:?} dw0 + dw"), &dw_acc, &num_acc);
-            // db accumulates from whatever it held (the row sums of dy)
-            let db_sums: Vec<f64> = (0..s.c_out)
-                .map(|f| {
-                    r.chunks_exact(s.out_len())
-                        .map(|ri| to_f64(&ri[f * s.col_cols()..][..s.col_cols()]).iter().sum::<f64>())
-                        .sum()
-                })
-                .collect();
-            let want_db: Vec<f64> = db0.iter().zip(&db_sums).map(|(a, g)| *a as f64 + g).collect();
-            assert_close(&format!("{what} {path:?} db accumulate"), &db_acc, &want_db, 1e-5);
+            let num = ConvOracle::new(case, &x, &w, &b, &r);
+            for (k, path) in sets.iter().flat_map(|&k| k.conv_paths(&s).into_iter().map(move |p| (k, p))) {
+                let what = format!("{what} {k} {path:?}");
+                if path == ConvPath::Direct {
+                    direct += 1;
+                }
+                // analytic: every output buffer starts as garbage and must be overwritten
+                let mut dx = vec![f32::NAN; n * s.in_len()];
+                let mut dw = vec![f32::NAN; s.weight_len()];
+                let mut db = vec![f32::NAN; s.c_out];
+                let mut scratch = vec![f32::NAN; s.scratch_len(n)];
+                let mut backward =
+                    |dx: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>, accumulate| {
+                        k.conv_backward(path, &s, n, &x, &w, &r, dx, dw, db, &mut scratch, accumulate)
+                    };
+                backward(Some(&mut dx), &mut dw, case.bias.then_some(&mut db[..]), false);
+
+                worst_dx = worst_dx.max(check_sum_grad(&format!("{what} dx"), &dx, &num.dx, &num.dx_bound));
+                worst_dw = worst_dw.max(check_sum_grad(&format!("{what} dw"), &dw, &num.dw, &num.dw_bound));
+                if let Some(num_db) = &num.db {
+                    worst_db =
+                        worst_db.max(check_sum_grad(&format!("{what} db"), &db, num_db, &num.db_bound));
+                }
+
+                // dx = None, db = None: dw is the same computation, bit for bit
+                let mut dw_only = vec![f32::NAN; s.weight_len()];
+                backward(None, &mut dw_only, None, false);
+                for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{what}: dw[{i}] differs without dx/db");
+                }
+
+                // accumulate = true adds onto what is there
+                let (mut dw_acc, mut db_acc) = (dw0.clone(), db0.clone());
+                backward(None, &mut dw_acc, Some(&mut db_acc), true);
+                let plus = |base: &[f32], g: &[f64]| -> Vec<f64> {
+                    base.iter().zip(g).map(|(a, b)| *a as f64 + b).collect()
+                };
+                assert_close(&format!("{what} dw accumulate"), &dw_acc, &plus(&dw0, &to_f64(&dw)), 1e-5);
+                let acc_bound = num.dw_bound.accumulated_onto(&dw0);
+                check_sum_grad(&format!("{what} dw0 + dw"), &dw_acc, &plus(&dw0, &num.dw), &acc_bound);
+                // db accumulates from whatever it held (the row sums of dy,
+                // whether or not the layer has a bias)
+                let db_sums: Vec<f64> = (0..s.c_out)
+                    .map(|f| {
+                        r.chunks_exact(s.out_len())
+                            .map(|ri| to_f64(&ri[f * s.col_cols()..][..s.col_cols()]).iter().sum::<f64>())
+                            .sum()
+                    })
+                    .collect();
+                let db_bound = num.db_bound.accumulated_onto(&db0);
+                check_sum_grad(&format!("{what} db0 + db"), &db_acc, &plus(&db0, &db_sums), &db_bound);
+            }
         }
     }
     eprintln!(
-        "conv2d_backward worst rel err: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}; \
+        "conv2d_backward worst error over its bound: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}; \
          {direct} runs on the direct path"
     );
 }
@@ -174,55 +232,78 @@ fn dense_objective(s: &Dense, x: &[f64], w: &[f64], b: Option<&[f64]>, r: &[f64]
 
 #[test]
 fn dense_backward_matches_finite_differences() {
-    let mut rng = rng(15);
     let sets = kernel_sets("dense_backward");
     let (mut worst_dx, mut worst_dw, mut worst_db) = (0.0f64, 0.0f64, 0.0f64);
-    for &(s, has_bias, n) in DENSE_CASES {
-        let what = format!("dense {s:?} bias={has_bias} n={n}");
-        let x = rand_vec(&mut rng, n * s.inputs);
-        let w = rand_vec(&mut rng, s.weight_len());
-        let b = rand_vec(&mut rng, s.outputs);
-        let r = rand_vec(&mut rng, n * s.outputs);
-        let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
-        let bias = has_bias.then_some(&b64[..]);
-
-        let num_dx = central_diff(&x64, |xp| dense_objective(&s, xp, &w64, bias, &r64));
-        let num_dw = central_diff(&w64, |wp| dense_objective(&s, &x64, wp, bias, &r64));
-        let num_db = central_diff(&b64, |bp| dense_objective(&s, &x64, &w64, Some(bp), &r64));
-        for k in &sets {
-            let mut dx = vec![f32::NAN; n * s.inputs];
-            let mut dw = vec![f32::NAN; s.weight_len()];
-            let mut db = vec![f32::NAN; s.outputs];
-            let db_arg = has_bias.then_some(&mut db[..]);
-            k.dense_backward(&s, n, &x, &w, &r, Some(&mut dx), &mut dw, db_arg, false);
-
-            worst_dx = worst_dx.max(check_grad(&format!("{what} {k} dx"), &dx, &num_dx));
-            worst_dw = worst_dw.max(check_grad(&format!("{what} {k} dw"), &dw, &num_dw));
-            if has_bias {
-                worst_db = worst_db.max(check_grad(&format!("{what} {k} db"), &db, &num_db));
-            }
-
-            // dx = None, db = None gives the same dw
-            let mut dw_only = vec![f32::NAN; s.weight_len()];
-            k.dense_backward(&s, n, &x, &w, &r, None, &mut dw_only, None, false);
-            for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{what} {k}: dw[{i}] differs without dx/db");
-            }
-
-            // accumulate = true adds onto dw and db
+    for seed in test_seeds(15) {
+        let mut rng = rng(seed);
+        for &(s, has_bias, n) in DENSE_CASES {
+            let what = format!("seed {seed} dense {s:?} bias={has_bias} n={n}");
+            let x = rand_vec(&mut rng, n * s.inputs);
+            let w = rand_vec(&mut rng, s.weight_len());
+            let b = rand_vec(&mut rng, s.outputs);
+            let r = rand_vec(&mut rng, n * s.outputs);
             let dw0 = rand_vec(&mut rng, s.weight_len());
             let db0 = rand_vec(&mut rng, s.outputs);
-            let (mut dw_acc, mut db_acc) = (dw0.clone(), db0.clone());
-            k.dense_backward(&s, n, &x, &w, &r, None, &mut dw_acc, Some(&mut db_acc), true);
-            let plus = |base: &[f32], g: &[f64]| -> Vec<f64> {
-                base.iter().zip(g).map(|(a, b)| *a as f64 + b).collect()
-            };
-            check_grad(&format!("{what} {k} dw0 + dw"), &dw_acc, &plus(&dw0, &num_dw));
-            check_grad(&format!("{what} {k} db0 + db"), &db_acc, &plus(&db0, &num_db));
-            assert_close(&format!("{what} {k} dw accumulate"), &dw_acc, &plus(&dw0, &to_f64(&dw)), 1e-5);
+            let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
+            let bias = has_bias.then_some(&b64[..]);
+
+            let h = LINEAR_STEP;
+            let num_dx = central_diff_step(&x64, h, |xp| dense_objective(&s, xp, &w64, bias, &r64));
+            let num_dw = central_diff_step(&w64, h, |wp| dense_objective(&s, &x64, wp, bias, &r64));
+            let num_db = central_diff_step(&b64, h, |bp| dense_objective(&s, &x64, &w64, Some(bp), &r64));
+
+            // the error bounds (see `SumBound`): sums of |products| per
+            // element are the gradients of the objective over absolute values
+            let (ax, aw, ar) = (abs64(&x), abs64(&w), abs64(&r));
+            let abs_dx = central_diff_step(&ax, h, |xp| dense_objective(&s, xp, &aw, None, &ar));
+            let abs_dw = central_diff_step(&aw, h, |wp| dense_objective(&s, &ax, wp, None, &ar));
+            let abs_db: Vec<f64> =
+                (0..s.outputs).map(|o| ar.chunks_exact(s.outputs).map(|ri| ri[o]).sum()).collect();
+            let fd_terms = n * s.outputs * (2 * s.inputs + 4);
+            let fd_sum =
+                dense_objective(&s, &abs64_plus(&x, h), &abs64_plus(&w, h), Some(&abs64_plus(&b, h)), &ar);
+            let bound = |terms, abs| SumBound { terms, abs, fd_terms, fd_sum };
+            let (dx_bound, dw_bound, db_bound) =
+                (bound(s.outputs, abs_dx), bound(n, abs_dw), bound(n, abs_db));
+
+            for k in &sets {
+                let mut dx = vec![f32::NAN; n * s.inputs];
+                let mut dw = vec![f32::NAN; s.weight_len()];
+                let mut db = vec![f32::NAN; s.outputs];
+                let db_arg = has_bias.then_some(&mut db[..]);
+                k.dense_backward(&s, n, &x, &w, &r, Some(&mut dx), &mut dw, db_arg, false);
+
+                worst_dx = worst_dx.max(check_sum_grad(&format!("{what} {k} dx"), &dx, &num_dx, &dx_bound));
+                worst_dw = worst_dw.max(check_sum_grad(&format!("{what} {k} dw"), &dw, &num_dw, &dw_bound));
+                if has_bias {
+                    worst_db =
+                        worst_db.max(check_sum_grad(&format!("{what} {k} db"), &db, &num_db, &db_bound));
+                }
+
+                // dx = None, db = None gives the same dw
+                let mut dw_only = vec![f32::NAN; s.weight_len()];
+                k.dense_backward(&s, n, &x, &w, &r, None, &mut dw_only, None, false);
+                for (i, (a, b)) in dw_only.iter().zip(&dw).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{what} {k}: dw[{i}] differs without dx/db");
+                }
+
+                // accumulate = true adds onto dw and db
+                let (mut dw_acc, mut db_acc) = (dw0.clone(), db0.clone());
+                k.dense_backward(&s, n, &x, &w, &r, None, &mut dw_acc, Some(&mut db_acc), true);
+                let plus = |base: &[f32], g: &[f64]| -> Vec<f64> {
+                    base.iter().zip(g).map(|(a, b)| *a as f64 + b).collect()
+                };
+                let (dw_acc_bound, db_acc_bound) =
+                    (dw_bound.accumulated_onto(&dw0), db_bound.accumulated_onto(&db0));
+                check_sum_grad(&format!("{what} {k} dw0 + dw"), &dw_acc, &plus(&dw0, &num_dw), &dw_acc_bound);
+                check_sum_grad(&format!("{what} {k} db0 + db"), &db_acc, &plus(&db0, &num_db), &db_acc_bound);
+                assert_close(&format!("{what} {k} dw accumulate"), &dw_acc, &plus(&dw0, &to_f64(&dw)), 1e-5);
+            }
         }
     }
-    eprintln!("dense_backward worst rel err: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}");
+    eprintln!(
+        "dense_backward worst error over its bound: dx {worst_dx:.3e}, dw {worst_dw:.3e}, db {worst_db:.3e}"
+    );
 }
 
 #[test]
@@ -277,4 +358,42 @@ fn dense_input_grad_matches_the_backward_dx_to_the_bit() {
             );
         }
     }
+}
+
+/// The error bound is tight enough to matter: leaving one product out of a
+/// dense weight gradient element fails the check, for every element whose
+/// missing product is larger than twice its bound (nearly all of them).
+#[test]
+fn the_error_bound_sees_one_missing_product() {
+    let mut rng = rng(17);
+    let (s, n) = (Dense { inputs: 100, outputs: 7 }, 13);
+    let (x, w, r) = (
+        rand_vec(&mut rng, n * s.inputs),
+        rand_vec(&mut rng, s.weight_len()),
+        rand_vec(&mut rng, n * s.outputs),
+    );
+    let (x64, w64, r64) = (to_f64(&x), to_f64(&w), to_f64(&r));
+    let h = LINEAR_STEP;
+    let num_dw = central_diff_step(&w64, h, |wp| dense_objective(&s, &x64, wp, None, &r64));
+    let abs_dw = central_diff_step(&abs64(&w), h, |wp| dense_objective(&s, &abs64(&x), wp, None, &abs64(&r)));
+    let fd_sum = dense_objective(&s, &abs64_plus(&x, h), &abs64_plus(&w, h), None, &abs64(&r));
+    let bound = SumBound { terms: n, abs: abs_dw, fd_terms: n * s.outputs * (2 * s.inputs + 4), fd_sum };
+    let mut dw = vec![0.0; s.weight_len()];
+    kernel::dense_backward(Isa::Portable, &s, n, &x, &w, &r, None, &mut dw, None, false);
+    check_sum_grad("dense dw, whole", &dw, &num_dw, &bound);
+    let (mut caught, mut big) = (0, 0);
+    for (o, i) in (0..s.outputs).flat_map(|o| (0..s.inputs).map(move |i| (o, i))) {
+        let j = o * s.inputs + i;
+        // sample 0's product left out of element j
+        let product = r[o] * x[i];
+        let mut wrong = dw.clone();
+        wrong[j] -= product;
+        if (product as f64).abs() > 2.0 * bound.tolerance(j, num_dw[j]) {
+            big += 1;
+            caught += sum_grad_violation(&wrong, &num_dw, &bound).is_some() as usize;
+        }
+    }
+    eprintln!("one missing product: {caught} of {big} caught, out of {} elements", s.weight_len());
+    assert_eq!(caught, big, "a missing product went unseen");
+    assert!(big * 100 >= 95 * s.weight_len(), "the bound is loose: only {big} products exceed it");
 }

@@ -74,7 +74,10 @@ pub fn rel_err(a: f64, b: f64) -> f64 {
 pub const GRAD_TOL: f64 = 1e-3;
 
 /// Assert every analytic (f32) gradient element is within `GRAD_TOL` of
-/// the numeric (f64) one; print and return the worst relative error.
+/// the numeric (f64) one; print and return the worst relative error. For
+/// gradients that are no long sums (max pool, GAP, ReLU, softmax): a few
+/// roundings each, far inside `GRAD_TOL` in any order. Sums of products use
+/// [`check_sum_grad`].
 pub fn check_grad(what: &str, analytic: &[f32], numeric: &[f64]) -> f64 {
     assert_eq!(analytic.len(), numeric.len(), "{what}: length {} vs {}", analytic.len(), numeric.len());
     assert!(!analytic.is_empty(), "{what}: empty gradient");
@@ -97,17 +100,29 @@ pub fn check_grad(what: &str, analytic: &[f32], numeric: &[f64]) -> f64 {
     worst
 }
 
-/// Central-difference step, in f64.
+/// Central-difference step, in f64, for functions with kinks (max pool,
+/// ReLU) or curvature (softmax): small, so truncation error is negligible.
 pub const EPS: f64 = 1e-6;
 
-/// Gradient of `f` at `x` by central differences. The divisor is the step
-/// actually taken (`(x+eps) - (x-eps)` after rounding).
-pub fn central_diff(x: &[f64], mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+/// Central-difference step for functions linear in the variable (conv and
+/// dense in any one input, weight or bias): a linear function has no
+/// truncation error at any step, and a large step divides the f64 rounding
+/// of the two evaluations by a large number ([`SumBound`]).
+pub const LINEAR_STEP: f64 = 1.0 / 16.0;
+
+/// Gradient of `f` at `x` by central differences with step [`EPS`].
+pub fn central_diff(x: &[f64], f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+    central_diff_step(x, EPS, f)
+}
+
+/// Gradient of `f` at `x` by central differences with step `h`. The divisor
+/// is the step actually taken (`(x+h) - (x-h)` after rounding).
+pub fn central_diff_step(x: &[f64], h: f64, mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
     let mut xp = x.to_vec();
     (0..x.len())
         .map(|i| {
             let v = x[i];
-            let (hi, lo) = (v + EPS, v - EPS);
+            let (hi, lo) = (v + h, v - h);
             xp[i] = hi;
             let fp = f(&xp);
             xp[i] = lo;
@@ -116,6 +131,145 @@ pub fn central_diff(x: &[f64], mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
             (fp - fm) / (hi - lo)
         })
         .collect()
+}
+
+/// Unit roundoff of f32 (2^-24) and of f64 (2^-53).
+pub const U32: f64 = f32::EPSILON as f64 / 2.0;
+pub const U64: f64 = f64::EPSILON / 2.0;
+
+/// `gamma_k = k u / (1 - k u)`: the relative error bound of a sum of `k`
+/// rounded operations (Higham, *Accuracy and Stability of Numerical
+/// Algorithms*, 2nd ed., lemma 3.1).
+pub fn gamma(k: usize, u: f64) -> f64 {
+    let ku = k as f64 * u;
+    assert!(ku < 0.5, "gamma({k}): too many terms for the bound");
+    ku / (1.0 - ku)
+}
+
+/// The error model of a gradient that a kernel computes, element by
+/// element, as a sum of at most `terms` products of f32 values, in f32.
+///
+/// **The analytic side.** Whatever the order of the additions (a SIMD
+/// kernel's partial sums per lane, SGEMM's blocking, a halving tree) and
+/// with or without FMA, a computed sum of `k` products satisfies
+/// `|computed - exact| <= gamma_k(f32) * sum |products|` (Higham, eq. 3.5;
+/// an FMA rounds once where a multiply and an add round twice, so the bound
+/// holds too). `abs[i]` is that sum of absolute products for element `i`:
+/// the same gradient taken of the same objective with every input, weight
+/// and output gradient replaced by its absolute value.
+///
+/// **The numeric side.** The objective is linear in the variable, so its
+/// central difference has no truncation error; the f64 rounding of each of
+/// the two evaluations is at most `gamma_M(f64) * S`, with `M` the number
+/// of roundings in the objective and `S` the sum of the absolute values of
+/// its terms at any point within one step (`fd_sum`), so the difference
+/// quotient is off by at most `gamma_M(f64) * S / h` ([`LINEAR_STEP`] keeps
+/// this small).
+///
+/// The tolerance of element `i` is the sum of the two bounds. It holds for
+/// every summation order, so the same test passes on every CPU and ISA; it
+/// is still far below what one wrong or missing term does
+/// ([`check_sum_grad`] asserts that too).
+pub struct SumBound {
+    /// Most products summed into one element (plus one for an accumulated
+    /// starting value).
+    pub terms: usize,
+    /// Sum of absolute products per element.
+    pub abs: Vec<f64>,
+    /// Roundings in one evaluation of the objective, in f64.
+    pub fd_terms: usize,
+    /// Sum of absolute terms of the objective, at any point within one step.
+    pub fd_sum: f64,
+}
+
+impl SumBound {
+    /// The same bound for `start + gradient` computed by accumulating onto
+    /// `start`: one more term per element, `|start|` more in its sum.
+    pub fn accumulated_onto(&self, start: &[f32]) -> SumBound {
+        assert_eq!(start.len(), self.abs.len());
+        SumBound {
+            terms: self.terms + 1,
+            abs: self.abs.iter().zip(start).map(|(a, s)| a + (*s as f64).abs()).collect(),
+            fd_terms: self.fd_terms,
+            fd_sum: self.fd_sum,
+        }
+    }
+
+    fn fd_error(&self) -> f64 {
+        // two evaluations, divided by the step taken (at least 2h(1 - u))
+        2.0 * gamma(self.fd_terms, U64) * self.fd_sum / (2.0 * LINEAR_STEP * (1.0 - U64))
+    }
+
+    /// Tolerance of element `i` (the numeric value's own division and
+    /// subtraction add a few f64 roundings of it).
+    pub fn tolerance(&self, i: usize, numeric: f64) -> f64 {
+        gamma(self.terms, U32) * self.abs[i] + self.fd_error() + 4.0 * U64 * numeric.abs()
+    }
+}
+
+/// The first element whose analytic value is outside `bound`'s tolerance
+/// of the numeric one: `(index, error, tolerance)`.
+pub fn sum_grad_violation(analytic: &[f32], numeric: &[f64], bound: &SumBound) -> Option<(usize, f64, f64)> {
+    analytic.iter().zip(numeric).enumerate().find_map(|(i, (&a, &n))| {
+        let (err, tol) = ((a as f64 - n).abs(), bound.tolerance(i, n));
+        (err > tol || err.is_nan()).then_some((i, err, tol))
+    })
+}
+
+/// Assert every analytic (f32) gradient element is within `bound`'s
+/// tolerance of the numeric (f64) one, and that the tolerance is tight
+/// enough to see a mistake (below 1% of the largest gradient element).
+/// Prints and returns the worst ratio of error to tolerance.
+pub fn check_sum_grad(what: &str, analytic: &[f32], numeric: &[f64], bound: &SumBound) -> f64 {
+    assert_eq!(analytic.len(), numeric.len(), "{what}: length {} vs {}", analytic.len(), numeric.len());
+    assert_eq!(bound.abs.len(), numeric.len(), "{what}: bound length");
+    assert!(!analytic.is_empty(), "{what}: empty gradient");
+    let largest = numeric.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if let Some((i, err, tol)) = sum_grad_violation(analytic, numeric, bound) {
+        panic!(
+            "{what}[{i}]: analytic {} vs numeric {}: error {err:e} > bound {tol:e} \
+             ({} terms, sum of |terms| {:e})",
+            analytic[i], numeric[i], bound.terms, bound.abs[i]
+        );
+    }
+    let (mut worst, mut worst_at, mut loosest) = (0.0f64, 0, 0.0f64);
+    for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
+        let (err, tol) = ((a as f64 - n).abs(), bound.tolerance(i, n));
+        loosest = loosest.max(tol);
+        if err / tol > worst {
+            (worst, worst_at) = (err / tol, i);
+        }
+    }
+    assert!(
+        loosest < 0.01 * largest,
+        "{what}: the error bound {loosest:e} is too loose to see a wrong term (largest gradient {largest:e})"
+    );
+    eprintln!(
+        "grad {what}: worst error {worst:.3e} of the bound at [{worst_at}] (analytic {}, numeric {}); \
+         loosest bound {loosest:.2e}, largest gradient {largest:.2e}, {} elements",
+        analytic[worst_at],
+        numeric[worst_at],
+        analytic.len()
+    );
+    worst
+}
+
+/// Absolute values, in f64.
+pub fn abs64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| (x as f64).abs()).collect()
+}
+
+/// Absolute values plus `h`, in f64: an upper bound of `|v|` at any point
+/// within one step `h`.
+pub fn abs64_plus(v: &[f32], h: f64) -> Vec<f64> {
+    v.iter().map(|&x| (x as f64).abs() + h).collect()
+}
+
+/// The seeds a randomised kernel test runs: `GAPNET_TEST_SEEDS=N` runs `N`
+/// seeds from `first` on (to try an error model on more data), one by default.
+pub fn test_seeds(first: u64) -> std::ops::Range<u64> {
+    let n = std::env::var("GAPNET_TEST_SEEDS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+    first..first + n.max(1)
 }
 
 /// One conv test case: the layer shape, whether it has a bias, and the
