@@ -344,6 +344,7 @@ fn forward_nodes<O: Observer>(
         let t = start::<O>();
         node.op.forward(
             isa,
+            node.conv_path,
             m,
             Fwd {
                 x: &input[..m * node.in_shape.len()],
@@ -384,6 +385,7 @@ fn backward_nodes<O: Observer>(
         let t = start::<O>();
         node.op.backward(
             isa,
+            node.conv_path,
             m,
             Bwd {
                 x: &input[..in_len],

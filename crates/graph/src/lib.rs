@@ -35,7 +35,7 @@ pub mod spec;
 pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata};
 pub use exec::{lane_range, lanes_images, Event, Observer, Phase, Reduction};
 pub use inspect::footprint_bytes;
-pub use kernel::{argmax, isa, Isa, Loss, LossSums};
+pub use kernel::{argmax, isa, ConvPath, Isa, Loss, LossSums};
 pub use ops::Op;
 pub use optim::{clipped_lr, sgd_update, Sgd};
 pub use plan::{Init, Node, Plan, PlanError, Shape, Tensor, LANES, MAX_CHUNK};

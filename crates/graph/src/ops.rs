@@ -13,9 +13,9 @@
 use std::fmt;
 
 use kernel::{
-    conv2d_backward, conv2d_forward, dense_backward, dense_forward, dense_input_grad, gap_backward,
-    gap_forward, maxpool_backward, maxpool_forward, relu_backward, relu_forward, Conv2d, Dense, Isa,
-    MaxPool2d,
+    conv2d_backward_via, conv2d_forward_via, dense_backward, dense_forward, dense_input_grad, gap_backward,
+    gap_forward, maxpool_backward, maxpool_forward, relu_backward, relu_forward, Conv2d, ConvPath, Dense,
+    Isa, MaxPool2d,
 };
 
 use crate::plan::{Init, Shape};
@@ -271,10 +271,10 @@ impl Op {
         }
     }
 
-    /// Forward over `m` images.
-    pub(crate) fn forward(&self, isa: Isa, m: usize, f: Fwd) {
+    /// Forward over `m` images; a convolution on `path`.
+    pub(crate) fn forward(&self, isa: Isa, path: Option<ConvPath>, m: usize, f: Fwd) {
         match *self {
-            Op::Conv(s) => conv2d_forward(isa, &s, m, f.x, f.w, f.b, f.y, f.scratch),
+            Op::Conv(s) => conv2d_forward_via(isa, conv_path(path), &s, m, f.x, f.w, f.b, f.y, f.scratch),
             Op::Relu => relu_forward(f.x, f.y),
             Op::MaxPool(s) => maxpool_forward(isa, &s, m, f.x, f.y, f.argmax),
             Op::GlobalAvgPool { c, hw } => gap_forward(c, hw, m, f.x, f.y),
@@ -282,12 +282,27 @@ impl Op {
         }
     }
 
-    /// Backward over `m` images, from the output gradient `b.dy`.
-    pub(crate) fn backward(&self, isa: Isa, m: usize, b: Bwd) {
+    /// Backward over `m` images, from the output gradient `b.dy`; a
+    /// convolution on `path`.
+    pub(crate) fn backward(&self, isa: Isa, path: Option<ConvPath>, m: usize, b: Bwd) {
         match *self {
             Op::Conv(s) => {
                 assert!(b.delta.is_none(), "only a dense layer takes another delta");
-                conv2d_backward(isa, &s, m, b.x, b.w, b.dy, b.dx, b.dw, b.db, b.scratch, b.accumulate)
+                let path = conv_path(path);
+                conv2d_backward_via(
+                    isa,
+                    path,
+                    &s,
+                    m,
+                    b.x,
+                    b.w,
+                    b.dy,
+                    b.dx,
+                    b.dw,
+                    b.db,
+                    b.scratch,
+                    b.accumulate,
+                )
             }
             Op::Dense(s) => match b.delta {
                 None => dense_backward(isa, &s, m, b.x, b.w, b.dy, b.dx, b.dw, b.db, b.accumulate),
@@ -315,6 +330,11 @@ impl Op {
             }
         }
     }
+}
+
+/// A convolution node's path (the plan gives every convolution one).
+fn conv_path(path: Option<ConvPath>) -> ConvPath {
+    path.expect("a convolution node has a path")
 }
 
 /// How [`crate::Plan::summary`] names the op: `conv 20@3x3 s1 p1`.

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use kernel::{Isa, LossSums};
+use kernel::{ConvPath, Isa, LossSums};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -102,6 +102,9 @@ pub struct Node {
     /// Weight and bias in the parameter arena.
     pub weight: Option<Range<usize>>,
     pub bias: Option<Range<usize>>,
+    /// A convolution's path: [`ConvPath::default_for`] the plan's ISA
+    /// unless [`Plan::set_conv_path`] chose another. `None` for other ops.
+    pub conv_path: Option<ConvPath>,
 }
 
 impl Node {
@@ -198,6 +201,14 @@ fn execution_order(layers: &[LayerSpec]) -> Vec<usize> {
     order
 }
 
+/// The path a node runs at `isa` unless a plan is told otherwise.
+fn default_path(op: &Op, isa: Isa) -> Option<ConvPath> {
+    match op {
+        Op::Conv(s) => Some(ConvPath::default_for(isa, s)),
+        _ => None,
+    }
+}
+
 fn err(layer: usize, message: String) -> PlanError {
     PlanError { layer, message }
 }
@@ -270,7 +281,18 @@ impl Plan {
             let act = grow(&mut n_acts, out.len() * chunk)?;
             let argmax = grow(&mut n_argmax, op.argmax_len() * chunk)?;
             n_cols = n_cols.max(op.scratch_len(chunk));
-            nodes.push(Node { name, op, in_shape: shape, out_shape: out, act, argmax, weight, bias });
+            let conv_path = default_path(&op, isa);
+            nodes.push(Node {
+                name,
+                op,
+                in_shape: shape,
+                out_shape: out,
+                act,
+                argmax,
+                weight,
+                bias,
+                conv_path,
+            });
             shape = out;
         }
         match nodes.last() {
@@ -344,12 +366,42 @@ impl Plan {
     pub fn isa(&self) -> Isa {
         self.isa
     }
-    /// Run the `isa` kernels from now on. Every buffer fits every ISA (the
-    /// scratch sizes do not depend on it), so nothing is reallocated.
-    /// Panics if this CPU cannot run them.
+    /// Run the `isa` kernels from now on, every convolution on its default
+    /// path at that ISA ([`ConvPath::default_for`]). Every buffer fits every
+    /// ISA and path (the scratch sizes do not depend on them), so nothing is
+    /// reallocated. Panics if this CPU cannot run them.
     pub fn set_isa(&mut self, isa: Isa) {
         isa.require();
         self.isa = isa;
+        for node in &mut self.nodes {
+            node.conv_path = default_path(&node.op, isa);
+        }
+    }
+
+    /// Each convolution's name and path, in execution order.
+    pub fn conv_paths(&self) -> Vec<(&str, ConvPath)> {
+        self.nodes.iter().filter_map(|n| Some((n.name.as_str(), n.conv_path?))).collect()
+    }
+
+    /// Run the convolution named `node` (`conv2`) on `path` from now on.
+    /// The bits of a training run depend on it. Errors name the node: no
+    /// such convolution, or a path that cannot run its shape at this ISA
+    /// (the direct kernels take 3x3 stride 1 only, and no portable ISA).
+    pub fn set_conv_path(&mut self, node: &str, path: ConvPath) -> Result<(), String> {
+        let isa = self.isa;
+        let convs: Vec<&str> = self.conv_paths().into_iter().map(|(n, _)| n).collect();
+        let known = convs.join(", ");
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == node && n.conv_path.is_some())
+            .ok_or_else(|| format!("{node}: no convolution of that name (this model has {known})"))?;
+        let Op::Conv(s) = n.op else { unreachable!("only convolutions have a path") };
+        if !path.runs(isa, &s) {
+            return Err(format!("{node}: the {path} path cannot run {} at {}", n.op, isa.label()));
+        }
+        n.conv_path = Some(path);
+        Ok(())
     }
 
     pub fn max_batch(&self) -> usize {

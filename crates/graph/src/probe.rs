@@ -83,6 +83,7 @@ fn run(plan: &Plan, from: usize, input: &[f32], n: usize) -> Trace {
         argmax[i] = vec![0u32; n * node.op.argmax_len()];
         node.op.forward(
             plan.isa(),
+            node.conv_path,
             n,
             Fwd {
                 x: if i == from { input } else { &outputs[i - 1] },
@@ -123,6 +124,7 @@ fn backward_node(plan: &Plan, node: &Node, trace: &Trace, i: usize, dy: &[f32]) 
     let mut dx = vec![0.0f32; n * node.in_shape.len()];
     node.op.backward(
         plan.isa(),
+        node.conv_path,
         n,
         Bwd {
             x: &trace.outputs[i - 1],

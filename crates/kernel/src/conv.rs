@@ -25,6 +25,8 @@
 
 use crate::gemm::{sgemm, Mat};
 use crate::isa::Isa;
+use std::fmt;
+use std::str::FromStr;
 
 /// Shape of one convolution layer. `h`, `w` are the input plane size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,8 +223,10 @@ pub fn col2im(s: &Conv2d, cols: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// Which implementation runs a convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which implementation runs a convolution. The two round differently (they
+/// sum in other orders), so a run's bits depend on each layer's path; both
+/// are deterministic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvPath {
     /// `im2col` + SGEMM (`matrixmultiply`), backward by SGEMM + `col2im`:
     /// any shape, any ISA.
@@ -233,9 +237,18 @@ pub enum ConvPath {
 }
 
 impl ConvPath {
-    /// The fastest path for `s` at `isa`: what [`conv2d_forward`] and
-    /// [`conv2d_backward`] run.
-    pub fn best(isa: Isa, s: &Conv2d) -> ConvPath {
+    /// Every path.
+    pub const ALL: [ConvPath; 2] = [ConvPath::Im2col, ConvPath::Direct];
+
+    /// The path a plan gives `s` at `isa` unless told otherwise: a fixed
+    /// rule, never a measurement, so that two runs with the same seed give
+    /// the same bits. The direct kernels wherever they run: on an AMD EPYC
+    /// (AVX2) they beat im2col + SGEMM on every layer of the seed presets,
+    /// conv1's 3 input channels included (forward 1.30x, backward 1.80x);
+    /// on an Intel Xeon, AVX2's conv1 forward is the one place where
+    /// im2col wins (1.27x), too little to give up the bits of every AVX2
+    /// run for one CPU family (`docs/benchmarks.md`).
+    pub fn default_for(isa: Isa, s: &Conv2d) -> ConvPath {
         if ConvPath::Direct.runs(isa, s) {
             ConvPath::Direct
         } else {
@@ -250,6 +263,32 @@ impl ConvPath {
                 ConvPath::Im2col => true,
                 ConvPath::Direct => isa != Isa::Portable && s.direct_shape(),
             }
+    }
+
+    /// `im2col` or `direct`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPath::Im2col => "im2col",
+            ConvPath::Direct => "direct",
+        }
+    }
+}
+
+impl fmt::Display for ConvPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ConvPath {
+    type Err = String;
+
+    /// `im2col` or `direct`, in any case.
+    fn from_str(s: &str) -> Result<ConvPath, String> {
+        ConvPath::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown convolution path `{s}` (expected im2col or direct)"))
     }
 }
 
@@ -289,7 +328,7 @@ pub fn conv2d_forward(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    conv2d_forward_via(isa, ConvPath::best(isa, s), s, n, x, w, bias, y, scratch)
+    conv2d_forward_via(isa, ConvPath::default_for(isa, s), s, n, x, w, bias, y, scratch)
 }
 
 /// [`conv2d_forward`] on a chosen path. Panics if `path` cannot run `s` at
@@ -349,7 +388,7 @@ pub fn conv2d_backward(
     scratch: &mut [f32],
     accumulate: bool,
 ) {
-    conv2d_backward_via(isa, ConvPath::best(isa, s), s, n, x, w, dy, dx, dw, db, scratch, accumulate)
+    conv2d_backward_via(isa, ConvPath::default_for(isa, s), s, n, x, w, dy, dx, dw, db, scratch, accumulate)
 }
 
 /// [`conv2d_backward`] on a chosen path. Panics if `path` cannot run `s`
