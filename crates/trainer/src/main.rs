@@ -7,6 +7,7 @@ mod augment;
 mod camgrid;
 mod checkpoint;
 mod cli;
+mod conv_paths;
 mod data;
 mod eval;
 mod explain;
@@ -195,6 +196,18 @@ fn load_data(configs: &[RunConfig]) -> Result<data::Splits> {
     Ok(splits)
 }
 
+/// [`load_data`] for fresh runs, which then record every convolution's
+/// path (the defaults, and those `GAPNET_CONV_PATHS` asked for).
+fn load_data_recording_paths(configs: &mut [RunConfig]) -> Result<data::Splits> {
+    let splits = load_data(configs)?;
+    let [c, h, w] = splits.train.shape;
+    for config in configs {
+        let plan = train::build(config, graph::Shape::new(c, h, w), 1)?;
+        config.conv_paths = Some(conv_paths::record(&plan));
+    }
+    Ok(splits)
+}
+
 /// What every rank of a `train` job runs: the settings, the folder and,
 /// when resuming, the run's saved settings.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -238,6 +251,8 @@ fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::Run
                 config.checkpoint_every = args.run.checkpoint_every;
             }
             config.isa = Some(train::resume_isa(&saved, &path)?.name().to_string());
+            let same_isa = config.isa == saved.isa;
+            config.conv_paths = conv_paths::for_resume(&config.spec, saved.conv_paths.as_ref(), same_isa)?;
             train::validate(&config)?;
             if config != saved {
                 fsops::write_atomic(&path, serde_json::to_string_pretty(&config)?.as_bytes())
@@ -247,9 +262,9 @@ fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::Run
         }
         None => {
             let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
-            let config = train::configure(&args.model, &with_all_classes(&args.run, &dir)?, &dir)?;
+            let mut config = train::configure(&args.model, &with_all_classes(&args.run, &dir)?, &dir)?;
             // Everything is checked (data, classes, shapes) before the folder exists.
-            load_data(std::slice::from_ref(&config))?;
+            load_data_recording_paths(std::slice::from_mut(&mut config))?;
             let out = args.run.out.clone().unwrap_or_else(|| default_out(&config.spec.name));
             let lock = fresh_out(&out)?;
             (TrainJob { config, out, previous: None }, lock)
@@ -275,6 +290,13 @@ fn train_command(args: TrainArgs, given: &[String], team: &team::Team) -> Result
         out.display()
     );
     println!("{}{}", engine_line(config.kernels()), team.describe(graph::LANES.min(config.batch)));
+    if let Some(paths) = config.conv_paths.as_ref().and_then(conv_paths::describe) {
+        let why = match std::env::var_os(conv_paths::CONV_PATHS_ENV) {
+            Some(v) if !v.is_empty() => format!("{}={}", conv_paths::CONV_PATHS_ENV, v.to_string_lossy()),
+            _ => format!("{}=im2col|direct|conv1=im2col,... to choose", conv_paths::CONV_PATHS_ENV),
+        };
+        println!("convolutions: {paths} ({why})");
+    }
     interrupt::set_run_folder(&out);
     let outcome = train::run(&config, &out, &splits, previous.as_ref(), team)?;
     interrupt::after_final_write(&out)?;
@@ -318,9 +340,9 @@ fn claim_compare(args: &CompareArgs) -> Result<(CompareJob, fsops::RunLock, data
     }
     let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
     let run = with_all_classes(&args.run, &dir)?;
-    let configs = models.iter().map(|m| train::configure(m, &run, &dir)).collect::<Result<Vec<_>>>()?;
+    let mut configs = models.iter().map(|m| train::configure(m, &run, &dir)).collect::<Result<Vec<_>>>()?;
     let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
-    let splits = load_data(&configs)?;
+    let splits = load_data_recording_paths(&mut configs)?;
     std::fs::create_dir_all(&root)
         .with_context(|| format!("--out {}: cannot create the folder", root.display()))?;
     let lock = fsops::RunLock::acquire(&root)?;

@@ -46,6 +46,7 @@ fn config(data: &Path) -> RunConfig {
         checkpoint_every: 1,
         skip_nonfinite: false,
         isa: None,
+        conv_paths: None,
     }
 }
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::{fill_batch, Augment};
 use crate::checkpoint::{self, EpochSums, Progress};
 use crate::cli::{Normalize, Recipe, RunArgs, Schedule};
+use crate::conv_paths;
 use crate::data::{Dataset, Normalizer, Splits};
 use crate::fsops;
 use crate::health;
@@ -59,6 +60,12 @@ pub struct RunConfig {
     /// before the trainer recorded them.
     #[serde(default)]
     pub isa: Option<String>,
+    /// Each convolution's path (`conv1` -> `direct`); bits depend on them
+    /// too. `None`: the plan's defaults at `isa` (a run written before the
+    /// trainer recorded paths, whose defaults have not changed since, or one
+    /// resumed at another ISA).
+    #[serde(default)]
+    pub conv_paths: Option<conv_paths::Paths>,
 }
 
 impl RunConfig {
@@ -147,6 +154,7 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
     // He-init FC heads die at lr 0.05 on this data (design notes, section 5).
     let gap_head = spec.layers.iter().any(|l| matches!(l, graph::LayerSpec::GlobalAvgPool));
     let default_lr = if modern && gap_head { 0.05 } else { 0.01 };
+    let conv_paths = conv_paths::for_new_run(&spec)?;
     let config = RunConfig {
         model: model.to_string(),
         spec,
@@ -168,6 +176,7 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
         checkpoint_every: args.checkpoint_every,
         skip_nonfinite: args.skip_nonfinite,
         isa: Some(Isa::detect().name().to_string()),
+        conv_paths,
     };
     validate(&config)?;
     Ok(config)
@@ -770,7 +779,10 @@ fn diverged(
 pub fn build(config: &RunConfig, input: Shape, batch: usize) -> Result<Plan> {
     let what = format!("model {}", config.model);
     health::check_memory(&config.spec, input, batch, &what)?;
-    Plan::for_isa(&config.spec, input, batch, config.kernels()).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+    let mut plan = Plan::for_isa(&config.spec, input, batch, config.kernels())
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    conv_paths::apply(&mut plan, config.conv_paths.as_ref()).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    Ok(plan)
 }
 
 /// Mean cross-entropy and accuracy over a whole split, in batches.
