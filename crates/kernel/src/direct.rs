@@ -365,8 +365,11 @@ unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize>(
             // overwritten)
             let mut acc = MaybeUninit::<[[V; F]; QB]>::uninit();
             correlate_block::<V, F, QB>(&xp[b0 * lanes..], g, offs, &taps[f0..], &init, &mut acc);
-            // SAFETY: `correlate_block` wrote the whole array.
-            let acc = acc.assume_init();
+            // SAFETY: `correlate_block` wrote the whole array. A reference,
+            // not a move: `correlate_block` is called through an opaque
+            // pointer, so LLVM cannot elide a move out of `acc`, and the copy
+            // (1.5 KB per AVX-512 tile) then stalls the stores reading it.
+            let acc = acc.assume_init_ref();
             // the row and column of each block's first pixel: one division
             // per tile, then steps of `lanes`
             let q0 = b0 * lanes;
@@ -396,6 +399,8 @@ unsafe fn store_block<V: Vector, const F: usize>(
 ) {
     let (plane, wo, wp, q_len) = (g.ho() * g.wo(), g.wo(), g.wp, g.q_len());
     let planes = F.min(g.co - f0);
+    // into registers once per block, not reloaded for every row segment
+    let sums: [V; F] = *sums;
     let out = out.as_mut_ptr().wrapping_add(f0 * plane);
     let q_end = (q0 + V::LANES).min(q_len);
     // walk the row segments
@@ -411,9 +416,15 @@ unsafe fn store_block<V: Vector, const F: usize>(
         // lane `lane` of the vector lands on out[f, r, x]; the masked lanes
         // are inside the output plane (the caller checked its length)
         let dst = out.wrapping_add(r * wo + x).wrapping_sub(lane);
-        if len == V::LANES {
+        // each branch has a loop over all F planes, unrolled with constant
+        // offsets, beside the one for a partial filter tile
+        if len == V::LANES && planes == F {
             // a whole vector inside one row: a plain store (AVX2's masked
             // store is many times slower)
+            for (j, a) in sums.iter().enumerate() {
+                V::store(dst.wrapping_add(j * plane), *a);
+            }
+        } else if len == V::LANES {
             for (j, a) in sums.iter().enumerate().take(planes) {
                 V::store(dst.wrapping_add(j * plane), *a);
             }
@@ -422,8 +433,14 @@ unsafe fn store_block<V: Vector, const F: usize>(
             // that come later in the order of the stores (this block's
             // next segment, the next blocks, the next pixel groups), which
             // write them again: they may take garbage first
-            for (j, a) in sums.iter().enumerate().take(planes) {
-                V::store_lanes_ahead(dst.wrapping_add(j * plane), lane, lane + len, *a);
+            if planes == F {
+                for (j, a) in sums.iter().enumerate() {
+                    V::store_lanes_ahead(dst.wrapping_add(j * plane), lane, lane + len, *a);
+                }
+            } else {
+                for (j, a) in sums.iter().enumerate().take(planes) {
+                    V::store_lanes_ahead(dst.wrapping_add(j * plane), lane, lane + len, *a);
+                }
             }
         } else if planes == F {
             for (j, a) in sums.iter().enumerate() {

@@ -23,7 +23,7 @@ use crate::simd::Vector;
 /// The CPU must run `V`; `s.size == 3 && s.stride == 2`.
 pub unsafe fn forward<V: Vector>(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     assert!(s.size == 3 && s.stride == 2);
-    let (ho, wo, plane, lanes) = (s.out_h(), s.out_w(), s.h * s.w, V::LANES);
+    let (ho, wo, plane) = (s.out_h(), s.out_w(), s.h * s.w);
     let x = &x[..n * s.in_len()];
     let y = &mut y[..n * s.out_len()];
     let argmax = &mut argmax[..n * s.out_len()];
@@ -36,7 +36,10 @@ pub unsafe fn forward<V: Vector>(s: &MaxPool2d, n: usize, x: &[f32], y: &mut [f3
         V::outline(
             #[inline(always)]
             || {
-                let (y, argmax) = (&mut y[out.clone()], &mut argmax[out.clone()]);
+                // V::LANES named here, not captured: a captured value is
+                // memory to the outlined body, and the step becomes a
+                // division per row
+                let (y, argmax, lanes) = (&mut y[out.clone()], &mut argmax[out.clone()], V::LANES);
                 for oy in 0..ho {
                     for xb in (0..wo).step_by(lanes) {
                         let count = (wo - xb).min(lanes);

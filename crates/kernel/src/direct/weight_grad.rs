@@ -3,6 +3,7 @@
 
 use super::Corr;
 use crate::simd::Vector;
+use std::mem::MaybeUninit;
 
 /// Copy one plane `src[ho, wo]` to `dst` with rows `wp` apart, zeros in
 /// the `wp - wo` columns after each row and after the last row up to the
@@ -115,11 +116,15 @@ unsafe fn weight_grad_tile<V: Vector, const FB: usize, const TT: usize>(
             let all = [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2];
             let offs: [usize; TT] = std::array::from_fn(|t| all[t0 + t]);
             for c in 0..g.ci {
-                let mut acc = [[V::zero(); TT]; FB];
+                // zeroed inside the call, in registers: zeroed here, the
+                // array was a `memset` that the call then read back
+                let mut acc = MaybeUninit::<[[V; TT]; FB]>::uninit();
                 let x = xps.as_ptr().add(c * plane);
                 let dyq = dyqs.as_ptr().add(f0 * dyq_len);
                 let strides = (g.padded_len(), g.co * dyq_len);
                 weight_grad_images::<V, FB, TT>(&mut acc, n, strides, x, dyq, dyq_len, blocks, &offs);
+                // SAFETY: `weight_grad_images` wrote the whole array.
+                let acc = acc.assume_init_ref();
                 for (j, accj) in acc.iter().enumerate() {
                     let row = &mut dw[((f0 + j) * g.ci + c) * 9 + t0..][..TT];
                     for (r, a) in row.iter_mut().zip(accj) {
@@ -135,12 +140,12 @@ unsafe fn weight_grad_tile<V: Vector, const FB: usize, const TT: usize>(
 /// The images' part of [`weight_grad_tile`]: for each of the `n` images in
 /// order (image `i` at `x + i * strides.0` and `dyq + i * strides.1`),
 /// `acc[j][t] += dyq[j][q] * x[q + offs[t]]` over the `blocks` vector
-/// blocks of `q`, in a local copy of `sums` that LLVM keeps in registers
-/// (see [`super::correlate_block`]). One call for all the images: a call
+/// blocks of `q`, from zero, in a local array that LLVM keeps in registers
+/// and writes to `sums` at the end (see [`super::correlate_block`]). One call for all the images: a call
 /// per image cost more than its FMAs on small planes (8x8: 10 blocks).
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)] // constant indices keep the sums in registers
 unsafe fn weight_grad_images<V: Vector, const FB: usize, const TT: usize>(
-    sums: &mut [[V; TT]; FB],
+    sums: &mut MaybeUninit<[[V; TT]; FB]>,
     n: usize,
     strides: (usize, usize),
     x: *const f32,
@@ -152,7 +157,7 @@ unsafe fn weight_grad_images<V: Vector, const FB: usize, const TT: usize>(
     V::outline(
         #[inline(always)]
         || {
-            let mut acc = *sums;
+            let mut acc = [[V::zero(); TT]; FB];
             for i in 0..n {
                 let (x, dyq) = (x.add(i * strides.0), dyq.add(i * strides.1));
                 for b in 0..blocks {
@@ -169,7 +174,7 @@ unsafe fn weight_grad_images<V: Vector, const FB: usize, const TT: usize>(
                     }
                 }
             }
-            *sums = acc;
+            sums.write(acc);
         },
     )
 }

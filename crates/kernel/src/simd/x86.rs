@@ -100,7 +100,15 @@ unsafe impl Vector for Avx512 {
     }
     #[inline(always)]
     unsafe fn hsum(v: Self) -> f32 {
-        _mm512_reduce_add_ps(v.0)
+        // The halving tree of `_mm512_reduce_add_ps`, its first step done at
+        // 512 bits: LLVM lowers reduce_add's first step to a VEX-encoded ymm
+        // add, which without AVX512VL can name only registers 0-15, so a
+        // tile of 24 accumulators spilled around it (the dense forward).
+        // Lanes 0..8 + 8..16, then AVX2's tree of the lower 8: the same
+        // additions in the same order.
+        let upper = _mm512_shuffle_f32x4::<0x4E>(v.0, v.0);
+        let halves = _mm512_add_ps(v.0, upper);
+        Avx2::hsum(Avx2(_mm512_castps512_ps256(halves)))
     }
 
     #[inline(always)]
