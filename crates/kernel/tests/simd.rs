@@ -215,3 +215,65 @@ fn pool_shapes_outside_3x3_stride_2_run_the_portable_code_at_every_isa() {
         assert_eq!(got.1, want.1, "{isa}");
     }
 }
+
+/// FNV-1a over the bits of every value: a short name for a buffer's bits.
+fn bits_hash(bufs: &[&[f32]]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for v in bufs.iter().flat_map(|b| b.iter()) {
+        for byte in v.to_bits().to_le_bytes() {
+            h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The fallback vectors' bits on the presets' convolutions, pinned: the
+/// AVX-512 (`Fallback<16>`) and AVX2 (`Fallback<8>`) instantiations must
+/// keep them through any change of tiles, blocking or stores, on any CPU,
+/// since the hardware kernels equal their twins bit for bit. A change that
+/// means to move bits updates the pins and says why.
+#[test]
+fn fallback_conv_bits_are_pinned() {
+    let pins: [(Kernels, u64); 2] =
+        [(Kernels::Fallback16, 0x7bc7431787e1f5f8), (Kernels::Fallback8, 0x3fccb907609c71b5)];
+    for (k, want) in pins {
+        let mut rng = rng(57);
+        let mut bufs: Vec<Vec<f32>> = Vec::new();
+        // seed-fc, seed-fc-valid and the input gradients of 16-, 32- and
+        // 8-wide planes: whole vectors per row at both widths, and not
+        for (c_in, hw, c_out, pad) in
+            [(3, 32, 20, 1), (20, 16, 20, 1), (20, 8, 20, 1), (3, 32, 20, 0), (20, 15, 20, 0), (20, 7, 20, 0)]
+        {
+            let s = Conv2d { c_in, h: hw, w: hw, c_out, kh: 3, kw: 3, stride: 1, pad };
+            let n = 2;
+            let (x, w, b) = (
+                rand_vec(&mut rng, n * s.in_len()),
+                rand_vec(&mut rng, s.weight_len()),
+                rand_vec(&mut rng, c_out),
+            );
+            let dy = rand_vec(&mut rng, n * s.out_len());
+            let mut scratch = vec![f32::NAN; s.scratch_len(n)];
+            let mut y = vec![f32::NAN; n * s.out_len()];
+            k.conv_forward(ConvPath::Direct, &s, n, &x, &w, Some(&b), &mut y, &mut scratch);
+            let mut dx = vec![f32::NAN; n * s.in_len()];
+            let (mut dw, mut db) = (vec![f32::NAN; s.weight_len()], vec![f32::NAN; c_out]);
+            k.conv_backward(
+                ConvPath::Direct,
+                &s,
+                n,
+                &x,
+                &w,
+                &dy,
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+                &mut scratch,
+                false,
+            );
+            bufs.extend([y, dx, dw, db]);
+        }
+        let got = bits_hash(&bufs.iter().map(|b| &b[..]).collect::<Vec<_>>());
+        eprintln!("{k}: {got:#018x}");
+        assert_eq!(got, want, "{k}: the conv bits moved ({got:#018x}, pinned {want:#018x})");
+    }
+}
