@@ -299,7 +299,13 @@ pub unsafe fn backward<V: Vector>(
 ///
 /// Register tiles of `conv_f` output planes x up to `conv_q` vector blocks
 /// of pixels; the pixel groups are the outer loop, so a group's input stays
-/// in L1 while every filter tile reads it.
+/// in L1 while every filter tile reads it. Where an output row is a whole
+/// number of vectors (`wo` a multiple of `LANES`: the seed network's 32-,
+/// 16- and 8-wide planes at AVX2), the blocks are those of the output rows
+/// (`ROWS`): no lanes computed for the padding columns, and every store a
+/// plain one of a whole vector. Elsewhere the blocks run along the padded
+/// plane, and the stores skip the padding columns. Each output's sum is
+/// the same chain of FMAs either way.
 unsafe fn correlate<V: Vector>(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     assert!(xp.len() >= g.padded_len() && taps.len() >= g.taps_len() && out.len() >= g.co * g.ho() * g.wo());
     assert!(bias.is_none_or(|b| b.len() >= g.co));
@@ -309,25 +315,35 @@ unsafe fn correlate<V: Vector>(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<
         *o = t / g.kw * g.wp + t % g.kw;
     }
     let offs = &offs[..g.kh * g.kw];
-    let blocks = g.blocks(V::LANES);
+    let rows = g.wo().is_multiple_of(V::LANES);
+    let blocks = if rows { g.ho() * (g.wo() / V::LANES) } else { g.blocks(V::LANES) };
+    // conv_f is a constant: the arms of the other tile widths go
+    macro_rules! tile {
+        ($rows:expr, $qb:expr, $f0:expr, $b0:expr) => {
+            match (V::TILES.conv_f, $qb) {
+                (4, 6) => correlate_tile::<V, 4, 6, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (4, 5) => correlate_tile::<V, 4, 5, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (4, 4) => correlate_tile::<V, 4, 4, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (4, 3) => correlate_tile::<V, 4, 3, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (4, 2) => correlate_tile::<V, 4, 2, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (4, _) => correlate_tile::<V, 4, 1, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (_, 6) => correlate_tile::<V, 2, 6, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (_, 5) => correlate_tile::<V, 2, 5, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (_, 4) => correlate_tile::<V, 2, 4, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (_, 3) => correlate_tile::<V, 2, 3, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (_, 2) => correlate_tile::<V, 2, 2, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+                (_, _) => correlate_tile::<V, 2, 1, $rows>(g, offs, xp, taps, $f0, $b0, bias, out),
+            }
+        };
+    }
     let mut b0 = 0;
     while b0 < blocks {
         let qb = (blocks - b0).min(V::TILES.conv_q);
         for f0 in (0..g.co).step_by(V::TILES.conv_f) {
-            // conv_f is a constant: the arms of the other tile widths go
-            match (V::TILES.conv_f, qb) {
-                (4, 6) => correlate_tile::<V, 4, 6>(g, offs, xp, taps, f0, b0, bias, out),
-                (4, 5) => correlate_tile::<V, 4, 5>(g, offs, xp, taps, f0, b0, bias, out),
-                (4, 4) => correlate_tile::<V, 4, 4>(g, offs, xp, taps, f0, b0, bias, out),
-                (4, 3) => correlate_tile::<V, 4, 3>(g, offs, xp, taps, f0, b0, bias, out),
-                (4, 2) => correlate_tile::<V, 4, 2>(g, offs, xp, taps, f0, b0, bias, out),
-                (4, _) => correlate_tile::<V, 4, 1>(g, offs, xp, taps, f0, b0, bias, out),
-                (_, 6) => correlate_tile::<V, 2, 6>(g, offs, xp, taps, f0, b0, bias, out),
-                (_, 5) => correlate_tile::<V, 2, 5>(g, offs, xp, taps, f0, b0, bias, out),
-                (_, 4) => correlate_tile::<V, 2, 4>(g, offs, xp, taps, f0, b0, bias, out),
-                (_, 3) => correlate_tile::<V, 2, 3>(g, offs, xp, taps, f0, b0, bias, out),
-                (_, 2) => correlate_tile::<V, 2, 2>(g, offs, xp, taps, f0, b0, bias, out),
-                (_, _) => correlate_tile::<V, 2, 1>(g, offs, xp, taps, f0, b0, bias, out),
+            if rows {
+                tile!(true, qb, f0, b0)
+            } else {
+                tile!(false, qb, f0, b0)
             }
         }
         b0 += qb;
@@ -335,9 +351,9 @@ unsafe fn correlate<V: Vector>(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<
 }
 
 /// Output planes `f0..f0 + F` (those below `co`) at vector blocks
-/// `b0..b0 + QB` of [`correlate`].
+/// `b0..b0 + QB` of [`correlate`]; with `ROWS`, blocks of the output rows.
 #[allow(clippy::too_many_arguments)]
-unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize>(
+unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize, const ROWS: bool>(
     g: &Corr,
     offs: &[usize],
     xp: &[f32],
@@ -357,6 +373,21 @@ unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize>(
                     *v = if f0 + j < g.co { b[f0 + j] } else { 0.0 };
                 }
             }
+            // Row blocks: block k is output row k / per_row, columns from
+            // (k % per_row) * lanes, at flat index row * wp + column of the
+            // padded plane.
+            let per_row = g.wo() / lanes;
+            let at = |k: usize| (k / per_row, k % per_row * lanes);
+            let (r0, x0) = if ROWS { at(b0) } else { (0, 0) };
+            let q0 = if ROWS { r0 * g.wp + x0 } else { b0 * lanes };
+            let qoffs: [usize; QB] = std::array::from_fn(|b| {
+                if ROWS {
+                    let (r, x) = at(b0 + b);
+                    r * g.wp + x - q0
+                } else {
+                    b * lanes
+                }
+            });
             // the stores index the tile with a run-time bound, so the sums
             // come from a function of their own: there the accumulators
             // index with constants only, and LLVM keeps all of them in
@@ -364,15 +395,32 @@ unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize>(
             // tile, 1.7% of a training run's samples, for sums that are all
             // overwritten)
             let mut acc = MaybeUninit::<[[V; F]; QB]>::uninit();
-            correlate_block::<V, F, QB>(&xp[b0 * lanes..], g, offs, &taps[f0..], &init, &mut acc);
+            correlate_block::<V, F, QB, ROWS>(&xp[q0..], g, offs, &taps[f0..], &init, &qoffs, &mut acc);
             // SAFETY: `correlate_block` wrote the whole array. A reference,
             // not a move: `correlate_block` is called through an opaque
             // pointer, so LLVM cannot elide a move out of `acc`, and the copy
             // (1.5 KB per AVX-512 tile) then stalls the stores reading it.
             let acc = acc.assume_init_ref();
+            if ROWS {
+                let (plane, planes) = (g.ho() * g.wo(), F.min(g.co - f0));
+                let out = out.as_mut_ptr().add(f0 * plane);
+                for (b, sums) in acc.iter().enumerate() {
+                    let (r, x) = at(b0 + b);
+                    let dst = out.add(r * g.wo() + x);
+                    if planes == F {
+                        for (j, a) in sums.iter().enumerate() {
+                            V::store(dst.add(j * plane), *a);
+                        }
+                    } else {
+                        for (j, a) in sums.iter().enumerate().take(planes) {
+                            V::store(dst.add(j * plane), *a);
+                        }
+                    }
+                }
+                return;
+            }
             // the row and column of each block's first pixel: one division
             // per tile, then steps of `lanes`
-            let q0 = b0 * lanes;
             let (mut r, mut x) = (q0 / g.wp, q0 % g.wp);
             for (b, sums) in acc.iter().enumerate() {
                 store_block::<V, F>(g, sums, (b0 + b) * lanes, (r, x), f0, out);
@@ -457,16 +505,18 @@ unsafe fn store_block<V: Vector, const F: usize>(
 }
 
 /// One register tile of [`correlate_tile`]: `sums[b][j] = init[j] + sum over
-/// the ci planes and the taps of xp[c * plane + off + LANES * b] *
-/// taps[(c, tap), j]`, where `xp` points at the tile's first pixel. Every
-/// load must lie inside the padded buffer (see [`Corr::padded_len`]).
+/// the ci planes and the taps of xp[c * plane + off + q_b] * taps[(c, tap),
+/// j]`, where `xp` points at the tile's first pixel and `q_b` is `LANES * b`,
+/// or `qoffs[b]` with `ROWS`. Every load must lie inside the padded buffer
+/// (see [`Corr::padded_len`]).
 #[allow(clippy::needless_range_loop)] // constant indices: see the comment inside
-unsafe fn correlate_block<V: Vector, const F: usize, const QB: usize>(
+unsafe fn correlate_block<V: Vector, const F: usize, const QB: usize, const ROWS: bool>(
     xp: &[f32],
     g: &Corr,
     offs: &[usize],
     taps: &[f32],
     init: &[f32; F],
+    qoffs: &[usize; QB],
     sums: &mut MaybeUninit<[[V; F]; QB]>,
 ) {
     V::outline(
@@ -491,7 +541,10 @@ unsafe fn correlate_block<V: Vector, const F: usize, const QB: usize>(
                         wv[j] = V::splat(*t.add(j));
                     }
                     for b in 0..QB {
-                        let v = V::load(base.add(o + b * lanes));
+                        // without ROWS the blocks are consecutive: constant
+                        // offsets, the addressing of the hand-written kernels
+                        let q = if ROWS { qoffs[b] } else { b * lanes };
+                        let v = V::load(base.add(o + q));
                         for j in 0..F {
                             acc[b][j] = V::fma(v, wv[j], acc[b][j]);
                         }
