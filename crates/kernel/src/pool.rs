@@ -283,16 +283,35 @@ fn row_max_3s2(row: &[f32], full: usize, first: bool, at: u32, out: &mut [f32], 
 }
 
 /// Backward: `dx` is overwritten; each output's gradient is added to the
-/// input element that won its window (windows may overlap).
+/// input element that won its window (windows may overlap), in output
+/// order. `argmax` must come from [`maxpool_forward`] of the same shape:
+/// every winner lies inside its window.
+///
+/// An input row is zeroed just before the first output row whose windows
+/// reach it, not the whole of `dx` first: a separate pass over an 80 KB
+/// plane set per image (the seed network's pool1) went to memory and back.
 pub fn maxpool_backward(s: &MaxPool2d, n: usize, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
-    let (in_len, out_len) = (s.in_len(), s.out_len());
+    let (in_len, out_len, plane) = (s.in_len(), s.out_len(), s.h * s.w);
+    let (ho, wo) = (s.out_h(), s.out_w());
     for i in 0..n {
         let dxi = &mut dx[i * in_len..(i + 1) * in_len];
-        dxi.fill(0.0);
         let dyi = &dy[i * out_len..(i + 1) * out_len];
         let ai = &argmax[i * out_len..(i + 1) * out_len];
-        for (&g, &a) in dyi.iter().zip(ai) {
-            dxi[a as usize] += g;
+        for c in 0..s.c {
+            // rows 0..zeroed of plane c are zero or hold gradients
+            let mut zeroed = 0;
+            for oy in 0..ho {
+                let reach = (oy * s.stride + s.size).min(s.h);
+                if reach > zeroed {
+                    dxi[c * plane + zeroed * s.w..c * plane + reach * s.w].fill(0.0);
+                    zeroed = reach;
+                }
+                let o = (c * ho + oy) * wo;
+                for (&g, &a) in dyi[o..o + wo].iter().zip(&ai[o..o + wo]) {
+                    dxi[a as usize] += g;
+                }
+            }
+            dxi[c * plane + zeroed * s.w..(c + 1) * plane].fill(0.0);
         }
     }
 }
