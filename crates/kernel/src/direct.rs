@@ -375,19 +375,19 @@ unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize, const ROWS:
             }
             // Row blocks: block k is output row k / per_row, columns from
             // (k % per_row) * lanes, at flat index row * wp + column of the
-            // padded plane.
-            let per_row = g.wo() / lanes;
-            let at = |k: usize| (k / per_row, k % per_row * lanes);
-            let (r0, x0) = if ROWS { at(b0) } else { (0, 0) };
-            let q0 = if ROWS { r0 * g.wp + x0 } else { b0 * lanes };
-            let qoffs: [usize; QB] = std::array::from_fn(|b| {
-                if ROWS {
-                    let (r, x) = at(b0 + b);
-                    r * g.wp + x - q0
-                } else {
-                    b * lanes
-                }
-            });
+            // padded plane. One division per tile, then steps along the row
+            // or to the next row's start (a division per block was 12 per
+            // tile, on the way to the first FMA).
+            let (wo, wp) = (g.wo(), g.wp);
+            let (r0, x0) = if ROWS { (b0 / (wo / lanes), b0 % (wo / lanes) * lanes) } else { (0, 0) };
+            let q0 = if ROWS { r0 * wp + x0 } else { b0 * lanes };
+            let mut pos = [(r0, x0); QB];
+            for b in 1..QB {
+                let (r, x) = pos[b - 1];
+                pos[b] = if x + lanes < wo { (r, x + lanes) } else { (r + 1, 0) };
+            }
+            let qoffs: [usize; QB] =
+                std::array::from_fn(|b| if ROWS { pos[b].0 * wp + pos[b].1 - q0 } else { b * lanes });
             // the stores index the tile with a run-time bound, so the sums
             // come from a function of their own: there the accumulators
             // index with constants only, and LLVM keeps all of them in
@@ -404,9 +404,8 @@ unsafe fn correlate_tile<V: Vector, const F: usize, const QB: usize, const ROWS:
             if ROWS {
                 let (plane, planes) = (g.ho() * g.wo(), F.min(g.co - f0));
                 let out = out.as_mut_ptr().add(f0 * plane);
-                for (b, sums) in acc.iter().enumerate() {
-                    let (r, x) = at(b0 + b);
-                    let dst = out.add(r * g.wo() + x);
+                for (sums, &(r, x)) in acc.iter().zip(&pos) {
+                    let dst = out.add(r * wo + x);
                     if planes == F {
                         for (j, a) in sums.iter().enumerate() {
                             V::store(dst.add(j * plane), *a);

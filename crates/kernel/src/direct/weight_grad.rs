@@ -112,24 +112,23 @@ unsafe fn weight_grad_tile<V: Vector, const FB: usize, const TT: usize>(
     V::outline(
         #[inline(always)]
         || {
+            // read once: a captured value is memory to the outlined body
+            let add_onto = accumulate;
             let (plane, wp, blocks, dyq_len) = (g.plane(), g.wp, g.blocks(V::LANES), g.dyq_len());
             let all = [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2];
             let offs: [usize; TT] = std::array::from_fn(|t| all[t0 + t]);
             for c in 0..g.ci {
-                // zeroed inside the call, in registers: zeroed here, the
-                // array was a `memset` that the call then read back
-                let mut acc = MaybeUninit::<[[V; TT]; FB]>::uninit();
+                let mut sums = MaybeUninit::<[[f32; TT]; FB]>::uninit();
                 let x = xps.as_ptr().add(c * plane);
                 let dyq = dyqs.as_ptr().add(f0 * dyq_len);
                 let strides = (g.padded_len(), g.co * dyq_len);
-                weight_grad_images::<V, FB, TT>(&mut acc, n, strides, x, dyq, dyq_len, blocks, &offs);
+                weight_grad_images::<V, FB, TT>(&mut sums, n, strides, x, dyq, dyq_len, blocks, &offs);
                 // SAFETY: `weight_grad_images` wrote the whole array.
-                let acc = acc.assume_init_ref();
-                for (j, accj) in acc.iter().enumerate() {
+                let sums = sums.assume_init_ref();
+                for (j, sums_j) in sums.iter().enumerate() {
                     let row = &mut dw[((f0 + j) * g.ci + c) * 9 + t0..][..TT];
-                    for (r, a) in row.iter_mut().zip(accj) {
-                        let sum = V::hsum(*a);
-                        *r = if accumulate { *r + sum } else { sum };
+                    for (r, &sum) in row.iter_mut().zip(sums_j) {
+                        *r = if add_onto { *r + sum } else { sum };
                     }
                 }
             }
@@ -140,12 +139,14 @@ unsafe fn weight_grad_tile<V: Vector, const FB: usize, const TT: usize>(
 /// The images' part of [`weight_grad_tile`]: for each of the `n` images in
 /// order (image `i` at `x + i * strides.0` and `dyq + i * strides.1`),
 /// `acc[j][t] += dyq[j][q] * x[q + offs[t]]` over the `blocks` vector
-/// blocks of `q`, from zero, in a local array that LLVM keeps in registers
-/// and writes to `sums` at the end (see [`super::correlate_block`]). One call for all the images: a call
+/// blocks of `q`, from zero, in a local array that LLVM keeps in registers;
+/// `sums[j][t]` is then `acc[j][t]`'s [`Vector::hsum`]. Zeroed and reduced
+/// here, in registers: a `memset` before the call, or vector sums stored
+/// and read back by a wider `hsum` load after it, stalled on the stores. One call for all the images: a call
 /// per image cost more than its FMAs on small planes (8x8: 10 blocks).
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)] // constant indices keep the sums in registers
 unsafe fn weight_grad_images<V: Vector, const FB: usize, const TT: usize>(
-    sums: &mut MaybeUninit<[[V; TT]; FB]>,
+    sums: &mut MaybeUninit<[[f32; TT]; FB]>,
     n: usize,
     strides: (usize, usize),
     x: *const f32,
@@ -174,7 +175,7 @@ unsafe fn weight_grad_images<V: Vector, const FB: usize, const TT: usize>(
                     }
                 }
             }
-            sums.write(acc);
+            sums.write(std::array::from_fn(|j| std::array::from_fn(|t| V::hsum(acc[j][t]))));
         },
     )
 }
