@@ -175,7 +175,15 @@ unsafe fn weight_grad_images<V: Vector, const FB: usize, const TT: usize>(
                     }
                 }
             }
-            sums.write(std::array::from_fn(|j| std::array::from_fn(|t| V::hsum(acc[j][t]))));
+            // constant indices (no closure over `acc`, whose address would
+            // then escape and keep every accumulator in memory in the loop)
+            let mut out = [[0.0f32; TT]; FB];
+            for j in 0..FB {
+                for t in 0..TT {
+                    out[j][t] = V::hsum(acc[j][t]);
+                }
+            }
+            sums.write(out);
         },
     )
 }
