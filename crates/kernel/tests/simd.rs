@@ -166,27 +166,7 @@ fn direct_agrees_with_im2col_on_the_preset_layers() {
         let w = rand_vec(&mut rng, s.weight_len());
         let b = rand_vec(&mut rng, s.c_out);
         let dy = rand_vec(&mut rng, n * s.out_len());
-        let run = |k: Kernels, path: ConvPath| {
-            let mut scratch = vec![f32::NAN; s.scratch_len(n)];
-            let mut y = vec![f32::NAN; n * s.out_len()];
-            k.conv_forward(path, &s, n, &x, &w, Some(&b), &mut y, &mut scratch);
-            let mut dx = vec![f32::NAN; n * s.in_len()];
-            let (mut dw, mut db) = (vec![f32::NAN; s.weight_len()], vec![f32::NAN; s.c_out]);
-            k.conv_backward(
-                path,
-                &s,
-                n,
-                &x,
-                &w,
-                &dy,
-                Some(&mut dx),
-                &mut dw,
-                Some(&mut db),
-                &mut scratch,
-                false,
-            );
-            [y, dx, dw, db]
-        };
+        let run = |k: Kernels, path: ConvPath| forward_backward(k, path, &s, n, &x, &w, &b, &dy);
         let want = run(Kernels::Isa(Isa::Portable), ConvPath::Im2col);
         for &k in &sets {
             let got = run(k, ConvPath::Direct);
@@ -214,6 +194,28 @@ fn pool_shapes_outside_3x3_stride_2_run_the_portable_code_at_every_isa() {
         same_bits(&format!("{isa}"), &got.0, &want.0);
         assert_eq!(got.1, want.1, "{isa}");
     }
+}
+
+/// `[y, dx, dw, db]` of one forward (with bias `b`) and one backward of
+/// `k` on `path`, every buffer starting as NaN.
+#[allow(clippy::too_many_arguments)]
+fn forward_backward(
+    k: Kernels,
+    path: ConvPath,
+    s: &Conv2d,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    dy: &[f32],
+) -> [Vec<f32>; 4] {
+    let mut scratch = vec![f32::NAN; s.scratch_len(n)];
+    let mut y = vec![f32::NAN; n * s.out_len()];
+    k.conv_forward(path, s, n, x, w, Some(b), &mut y, &mut scratch);
+    let mut dx = vec![f32::NAN; n * s.in_len()];
+    let (mut dw, mut db) = (vec![f32::NAN; s.weight_len()], vec![f32::NAN; s.c_out]);
+    k.conv_backward(path, s, n, x, w, dy, Some(&mut dx), &mut dw, Some(&mut db), &mut scratch, false);
+    [y, dx, dw, db]
 }
 
 /// FNV-1a over the bits of every value: a short name for a buffer's bits.
@@ -252,25 +254,7 @@ fn fallback_conv_bits_are_pinned() {
                 rand_vec(&mut rng, c_out),
             );
             let dy = rand_vec(&mut rng, n * s.out_len());
-            let mut scratch = vec![f32::NAN; s.scratch_len(n)];
-            let mut y = vec![f32::NAN; n * s.out_len()];
-            k.conv_forward(ConvPath::Direct, &s, n, &x, &w, Some(&b), &mut y, &mut scratch);
-            let mut dx = vec![f32::NAN; n * s.in_len()];
-            let (mut dw, mut db) = (vec![f32::NAN; s.weight_len()], vec![f32::NAN; c_out]);
-            k.conv_backward(
-                ConvPath::Direct,
-                &s,
-                n,
-                &x,
-                &w,
-                &dy,
-                Some(&mut dx),
-                &mut dw,
-                Some(&mut db),
-                &mut scratch,
-                false,
-            );
-            bufs.extend([y, dx, dw, db]);
+            bufs.extend(forward_backward(k, ConvPath::Direct, &s, n, &x, &w, &b, &dy));
         }
         let got = bits_hash(&bufs.iter().map(|b| &b[..]).collect::<Vec<_>>());
         eprintln!("{k}: {got:#018x}");

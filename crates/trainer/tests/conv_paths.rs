@@ -6,28 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{command, make_data, s, text, tmp};
+use common::{command, extendable_run, make_data, s, text, tmp};
 
 fn train(data: &Path, out: &Path, epochs: &str, paths: Option<&str>, resume: bool) -> std::process::Output {
-    let mut args = vec!["train", "--epochs", epochs, "--threads", "2"];
-    if resume {
-        args.extend(["--resume", s(out)]);
-    } else {
-        // a constant lr, so that extending --epochs changes no earlier epoch
-        let rest = [
-            "--model",
-            "seed-fc",
-            "--batch",
-            "10",
-            "--schedule",
-            "constant",
-            "--data",
-            s(data),
-            "--out",
-            s(out),
-        ];
-        args.extend(rest);
-    }
+    let args = extendable_run("seed-fc", data, out, epochs, resume);
     let mut cmd = command(&args);
     cmd.env_remove("GAPNET_ISA").env_remove("GAPNET_PORTABLE").env_remove("GAPNET_CONV_PATHS");
     if let Some(paths) = paths {

@@ -5,27 +5,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{command, make_data, s, text, tmp};
+use common::{command, extendable_run, make_data, text, tmp};
 
 fn train(data: &Path, out: &Path, epochs: &str, isa: Option<&str>, resume: bool) -> String {
-    let mut args = vec!["train", "--epochs", epochs, "--threads", "2"];
-    if resume {
-        args.extend(["--resume", s(out)]);
-    } else {
-        // a constant lr, so that extending --epochs changes no earlier epoch
-        args.extend([
-            "--model",
-            "seed-gap",
-            "--batch",
-            "10",
-            "--schedule",
-            "constant",
-            "--data",
-            s(data),
-            "--out",
-            s(out),
-        ]);
-    }
+    let args = extendable_run("seed-gap", data, out, epochs, resume);
     let mut cmd = command(&args);
     cmd.env_remove("GAPNET_ISA").env_remove("GAPNET_PORTABLE");
     if let Some(isa) = isa {

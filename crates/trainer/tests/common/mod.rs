@@ -169,6 +169,38 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `trainer train` arguments of a small run of `model` into `out` that a
+/// later `--resume` with more `--epochs` extends bit for bit (a constant lr,
+/// so that extending --epochs changes no earlier epoch); with `resume`, that
+/// resume.
+pub fn extendable_run<'a>(
+    model: &'a str,
+    data: &'a Path,
+    out: &'a Path,
+    epochs: &'a str,
+    resume: bool,
+) -> Vec<&'a str> {
+    let mut args = vec!["train", "--epochs", epochs, "--threads", "2"];
+    if resume {
+        args.extend(["--resume", s(out)]);
+    } else {
+        let data = s(data);
+        args.extend([
+            "--model",
+            model,
+            "--batch",
+            "10",
+            "--schedule",
+            "constant",
+            "--data",
+            data,
+            "--out",
+            s(out),
+        ]);
+    }
+    args
+}
+
 /// A safetensors file split into its JSON header and its data bytes.
 pub struct Safetensors {
     pub header: serde_json::Value,
