@@ -214,7 +214,7 @@ fn search_in(flag: Option<&Path>, env: Option<OsString>, search: &[PathBuf]) -> 
         if !dir.is_dir() {
             looked.push(format!("{} (missing)", dir.display()));
         } else if has_data_files(dir) {
-            // Resolved, so messages show `/work/shared/...`, not `/work/main/../shared/...`.
+            // Resolved, so messages show the folder without `..` steps.
             return Ok(Found::Dir(dir.canonicalize().unwrap_or_else(|_| dir.clone())));
         } else {
             looked.push(format!("{} (no data files)", dir.display()));
@@ -233,16 +233,12 @@ fn not_a_directory(path: &Path) -> String {
 }
 
 /// The default places to look for data, in order: under the workspace root
-/// (found from this crate's manifest directory), `datasets/cifar10-airplane-ship`,
-/// `datasets/cifar-10-batches-bin` and `../shared/datasets/cifar10-airplane-ship`;
-/// then the same relative paths from the current directory (skipping any that
-/// are the same place).
+/// (found from this crate's manifest directory), `datasets/cifar10-airplane-ship`
+/// and `datasets/cifar-10-batches-bin`; then the same relative paths from the
+/// current directory (skipping any that are the same place). Nothing outside
+/// the repository: data elsewhere is named by `--data` or `CIFAR10_DIR`.
 pub fn default_search_path() -> Vec<PathBuf> {
-    const REL: [&str; 3] = [
-        "datasets/cifar10-airplane-ship",
-        "datasets/cifar-10-batches-bin",
-        "../shared/datasets/cifar10-airplane-ship",
-    ];
+    const REL: [&str; 2] = ["datasets/cifar10-airplane-ship", "datasets/cifar-10-batches-bin"];
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let repo = manifest.canonicalize().unwrap_or(manifest);
     let mut out: Vec<PathBuf> = REL.iter().map(|r| repo.join(r)).collect();
