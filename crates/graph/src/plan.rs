@@ -389,13 +389,11 @@ impl Plan {
     /// (the direct kernels take 3x3 stride 1 only, and no portable ISA).
     pub fn set_conv_path(&mut self, node: &str, path: ConvPath) -> Result<(), String> {
         let isa = self.isa;
-        let convs: Vec<&str> = self.conv_paths().into_iter().map(|(n, _)| n).collect();
-        let known = convs.join(", ");
-        let n = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.name == node && n.conv_path.is_some())
-            .ok_or_else(|| format!("{node}: no convolution of that name (this model has {known})"))?;
+        let Some(at) = self.nodes.iter().position(|n| n.name == node && n.conv_path.is_some()) else {
+            let convs: Vec<&str> = self.conv_paths().into_iter().map(|(n, _)| n).collect();
+            return Err(format!("{node}: no convolution of that name (this model has {})", convs.join(", ")));
+        };
+        let n = &mut self.nodes[at];
         let Op::Conv(s) = n.op else { unreachable!("only convolutions have a path") };
         if !path.runs(isa, &s) {
             return Err(format!("{node}: the {path} path cannot run {} at {}", n.op, isa.label()));

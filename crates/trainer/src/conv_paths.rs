@@ -119,12 +119,16 @@ pub fn record(plan: &Plan) -> Paths {
     plan.conv_paths().into_iter().map(|(node, path)| (node.to_string(), path.name().to_string())).collect()
 }
 
-/// `conv1 direct, conv2 direct` for the engine line; `None` without
-/// convolutions.
+/// `convolutions: conv1 direct, conv2 direct (GAPNET_CONV_PATHS=... to
+/// choose)`, printed below the engine line; `None` without convolutions.
 pub fn describe(paths: &Paths) -> Option<String> {
     let mut named: Vec<(&String, &String)> = paths.iter().collect();
     // conv2 before conv10
     named.sort_by_key(|(node, _)| (node.len(), node.as_str()));
     let text: Vec<String> = named.iter().map(|(node, path)| format!("{node} {path}")).collect();
-    (!text.is_empty()).then(|| text.join(", "))
+    let why = match std::env::var_os(CONV_PATHS_ENV) {
+        Some(v) if !v.is_empty() => format!("{CONV_PATHS_ENV}={}", v.to_string_lossy()),
+        _ => format!("{CONV_PATHS_ENV}=im2col|direct|conv1=im2col,... to choose"),
+    };
+    (!text.is_empty()).then(|| format!("convolutions: {} ({why})", text.join(", ")))
 }

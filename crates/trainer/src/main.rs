@@ -187,25 +187,32 @@ fn flag(id: &str) -> String {
 /// The data of a run, with every model checked against its image shape
 /// before anything is trained or printed.
 fn load_data(configs: &[RunConfig]) -> Result<data::Splits> {
-    let splits = data::load(&configs[0].data, &configs[0].classes)?;
-    let splits = train::prepare_data(splits, &configs[0])?;
-    let [c, h, w] = splits.train.shape;
+    let splits = load_splits(&configs[0])?;
     for config in configs {
-        train::build(config, graph::Shape::new(c, h, w), 1)?;
+        train::build(config, image_shape(&splits), 1)?;
     }
     Ok(splits)
 }
 
-/// [`load_data`] for fresh runs, which then record every convolution's
-/// path (the defaults, and those `GAPNET_CONV_PATHS` asked for).
+/// [`load_data`] for fresh runs, which record every convolution's path
+/// from the plan built to check them (the defaults, and those
+/// `GAPNET_CONV_PATHS` asked for).
 fn load_data_recording_paths(configs: &mut [RunConfig]) -> Result<data::Splits> {
-    let splits = load_data(configs)?;
-    let [c, h, w] = splits.train.shape;
+    let splits = load_splits(&configs[0])?;
     for config in configs {
-        let plan = train::build(config, graph::Shape::new(c, h, w), 1)?;
+        let plan = train::build(config, image_shape(&splits), 1)?;
         config.conv_paths = Some(conv_paths::record(&plan));
     }
     Ok(splits)
+}
+
+fn load_splits(config: &RunConfig) -> Result<data::Splits> {
+    train::prepare_data(data::load(&config.data, &config.classes)?, config)
+}
+
+fn image_shape(splits: &data::Splits) -> graph::Shape {
+    let [c, h, w] = splits.train.shape;
+    graph::Shape::new(c, h, w)
 }
 
 /// What every rank of a `train` job runs: the settings, the folder and,
@@ -290,12 +297,8 @@ fn train_command(args: TrainArgs, given: &[String], team: &team::Team) -> Result
         out.display()
     );
     println!("{}{}", engine_line(config.kernels()), team.describe(graph::LANES.min(config.batch)));
-    if let Some(paths) = config.conv_paths.as_ref().and_then(conv_paths::describe) {
-        let why = match std::env::var_os(conv_paths::CONV_PATHS_ENV) {
-            Some(v) if !v.is_empty() => format!("{}={}", conv_paths::CONV_PATHS_ENV, v.to_string_lossy()),
-            _ => format!("{}=im2col|direct|conv1=im2col,... to choose", conv_paths::CONV_PATHS_ENV),
-        };
-        println!("convolutions: {paths} ({why})");
+    if let Some(line) = config.conv_paths.as_ref().and_then(conv_paths::describe) {
+        println!("{line}");
     }
     interrupt::set_run_folder(&out);
     let outcome = train::run(&config, &out, &splits, previous.as_ref(), team)?;
