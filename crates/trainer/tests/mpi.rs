@@ -208,8 +208,13 @@ fn finish_alone(out: &Path, epochs: &str) -> String {
 fn sigterm_to_the_launcher_stops_every_rank_after_the_same_batch() {
     let _job = one_at_a_time();
     let dir = tmp("mpi-sigterm");
-    // Give the ranks 10 s (not Open MPI's 1 s) between SIGTERM and SIGKILL.
-    let (child, out) = long_job(&dir, 2, &["--mca", "odls_base_sigkill_timeout", "10"]);
+    // Open MPI 4's mpirun, on SIGTERM, sleeps this timeout, forwards SIGTERM,
+    // sleeps it again and sends SIGKILL, reading none of the ranks' output
+    // meanwhile. Rank 0's stdout is a pty that holds ~14 KB, ~85 epoch lines
+    // of this job, after which its next line blocks until SIGKILL: 3 s keeps
+    // that out of reach (epochs here take >= 0.05 s) and still gives the
+    // ranks 3 s (not Open MPI's 1 s) to finish a batch and commit.
+    let (child, out) = long_job(&dir, 2, &["--mca", "odls_base_sigkill_timeout", "3"]);
     // SAFETY: signalling a child process by its id.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = ends_within(child, Duration::from_secs(60), "SIGTERM");
