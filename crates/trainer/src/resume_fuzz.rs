@@ -15,11 +15,12 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::Value;
 
-use crate::checkpoint;
-use crate::cli::{Normalize, Recipe, Schedule};
+use crate::config::{check_saved, RunConfig};
+use crate::config::{Normalize, Recipe, Schedule};
 use crate::data::Normalizer;
-use crate::metrics::EpochRow;
-use crate::train::{check_saved, RunConfig, STATE};
+use crate::run_folder::checkpoint;
+use crate::run_folder::metrics::EpochRow;
+use crate::run_folder::STATE;
 
 fn budget(default: u32) -> Config {
     crate::data::fuzz::budget_seeded(default, 0x7265_7375_6d65)

@@ -268,29 +268,8 @@ fn download(target: &Target, source: &Source, archive: &Path) -> Result<()> {
     let url = &source.url;
     let by_hand = target.by_hand(source);
     let secs = source.timeout.as_secs_f64();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_resolve(Some(source.timeout))
-        .timeout_connect(Some(source.timeout))
-        .timeout_recv_response(Some(source.timeout))
-        // A stall, not a slow link: the limit is on each wait for bytes.
-        .timeout_per_read(Some(source.timeout))
-        .user_agent(concat!("gapnet-trainer/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
     eprintln!("downloading {url} (about 170 MB) into {}", target.dir.display());
-    let mut response = agent.get(url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => {
-            anyhow!("cannot download CIFAR-10: {url} answered HTTP {code}; {by_hand}")
-        }
-        ureq::Error::HostNotFound => {
-            anyhow!("cannot download CIFAR-10 from {url}: host not found (offline, or no DNS?); {by_hand}")
-        }
-        ureq::Error::Timeout(_) => anyhow!(
-            "cannot download CIFAR-10 from {url}: no answer within {secs} s ({TIMEOUT_VAR} sets the limit); \
-             {by_hand}"
-        ),
-        e => anyhow!("cannot download CIFAR-10 from {url}: {e} (offline?); {by_hand}"),
-    })?;
+    let mut response = get(source, &by_hand)?;
     let expected = response.body().content_length();
     if let Some(n) = expected.filter(|&n| n > MAX_ARCHIVE) {
         bail!("cannot download CIFAR-10: {url} offers {} bytes, not the ~170 MB archive; {by_hand}", n);
@@ -308,21 +287,12 @@ fn download(target: &Target, source: &Source, archive: &Path) -> Result<()> {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
-                // ureq wraps its own timeout in an `io::Error` of kind `Other`.
-                let timed_out = e.kind() == ErrorKind::TimedOut
-                    || e.get_ref()
-                        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-                        .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)));
-                let why = if timed_out {
-                    format!("no data for {secs} s ({TIMEOUT_VAR} sets the limit)")
-                } else {
-                    e.to_string()
-                };
                 let of = expected.map_or(String::new(), |n| format!(" of {}", mb(n)));
                 bail!(
-                    "download of {url} broke off after {}{of}: {why}; the partial file was removed; run again, \
+                    "download of {url} broke off after {}{of}: {}; the partial file was removed; run again, \
                      or {by_hand}",
-                    mb(got)
+                    mb(got),
+                    read_failure(&e, secs)
                 );
             }
         };
@@ -358,6 +328,49 @@ fn download(target: &Target, source: &Source, archive: &Path) -> Result<()> {
     guard.0 = None;
     sync_dir(&target.dir);
     Ok(())
+}
+
+/// The response to `GET` of `source`'s URL, every wait for it limited to
+/// `source.timeout`; a failure says what to do by hand (`by_hand`).
+fn get(source: &Source, by_hand: &str) -> Result<ureq::http::Response<ureq::Body>> {
+    let url = &source.url;
+    let secs = source.timeout.as_secs_f64();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_resolve(Some(source.timeout))
+        .timeout_connect(Some(source.timeout))
+        .timeout_recv_response(Some(source.timeout))
+        // A stall, not a slow link: the limit is on each wait for bytes.
+        .timeout_per_read(Some(source.timeout))
+        .user_agent(concat!("gapnet-trainer/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    agent.get(url).call().map_err(|e| match e {
+        ureq::Error::StatusCode(code) => {
+            anyhow!("cannot download CIFAR-10: {url} answered HTTP {code}; {by_hand}")
+        }
+        ureq::Error::HostNotFound => {
+            anyhow!("cannot download CIFAR-10 from {url}: host not found (offline, or no DNS?); {by_hand}")
+        }
+        ureq::Error::Timeout(_) => anyhow!(
+            "cannot download CIFAR-10 from {url}: no answer within {secs} s ({TIMEOUT_VAR} sets the limit); \
+             {by_hand}"
+        ),
+        e => anyhow!("cannot download CIFAR-10 from {url}: {e} (offline?); {by_hand}"),
+    })
+}
+
+/// Why reading the body failed: a stall of `secs` seconds, or the error.
+fn read_failure(e: &io::Error, secs: f64) -> String {
+    // ureq wraps its own timeout in an `io::Error` of kind `Other`.
+    let timed_out = e.kind() == ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)));
+    if timed_out {
+        format!("no data for {secs} s ({TIMEOUT_VAR} sets the limit)")
+    } else {
+        e.to_string()
+    }
 }
 
 /// A byte progress bar on a terminal (none otherwise, so logs stay clean).

@@ -5,6 +5,7 @@
 //! Every error is a single line that names the file (or directory) and, where
 //! it applies, the record index and byte offset. Bad bytes never panic.
 
+pub mod augment;
 pub mod cifar;
 pub mod download;
 pub mod idx;

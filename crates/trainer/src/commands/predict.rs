@@ -16,12 +16,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use graph::{argmax, probe, Shape};
 use image::{imageops, DynamicImage, ImageReader, Limits};
 
-use crate::augment::fill_batch;
-use crate::camgrid::{self, Row};
-use crate::cli::PredictArgs;
+use crate::commands::eval::Checkpoint;
+use crate::config::flags::PredictArgs;
+use crate::data::augment::fill_batch;
 use crate::data::Dataset;
-use crate::eval::Checkpoint;
-use crate::heatmap::{image_colours, upsample};
+use crate::inspect::camgrid::{self, Row};
+use crate::inspect::heatmap::{image_colours, upsample};
 
 /// Largest image side and decoded size accepted: a bounded decode.
 const MAX_SIDE: u32 = 16_384;

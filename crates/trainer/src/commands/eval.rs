@@ -5,10 +5,11 @@
 use anyhow::{bail, Context, Result};
 use graph::{argmax, read_model, Arena, Plan, Shape};
 
-use crate::augment::fill_batch;
-use crate::cli::EvalArgs;
+use crate::config::flags::EvalArgs;
+use crate::data::augment::fill_batch;
 use crate::data::{self, Dataset, Normalizer};
-use crate::health::check_memory;
+use crate::run_folder::checkpoint::keys;
+use crate::training::health::check_memory;
 
 fn meta_json<T: serde::de::DeserializeOwned>(meta: &graph::Metadata, key: &str, file: &str) -> Result<T> {
     let text = meta
@@ -55,10 +56,10 @@ impl Checkpoint {
         let file = path.display().to_string();
         let bytes = graph::bounded::read_safetensors(path, &file)?;
         let (spec, input, meta) = read_model(&bytes, &file)?;
-        let classes: Vec<String> = meta_json(&meta, "classes", &file)?;
+        let classes: Vec<String> = meta_json(&meta, keys::CLASSES, &file)?;
         let norm = Normalizer {
-            mean: meta_json(&meta, "norm_mean", &file)?,
-            std: meta_json(&meta, "norm_std", &file)?,
+            mean: meta_json(&meta, keys::NORM_MEAN, &file)?,
+            std: meta_json(&meta, keys::NORM_STD, &file)?,
         };
         if norm.mean.len() != input.c
             || norm.std.len() != input.c
@@ -100,7 +101,7 @@ impl Checkpoint {
 
     /// The run's batch (header entry `batch`), else 64, within `1..=256`.
     pub fn batch(&self) -> usize {
-        self.meta.get("batch").and_then(|b| b.parse().ok()).unwrap_or(64usize).clamp(1, 256)
+        self.meta.get(keys::BATCH).and_then(|b| b.parse().ok()).unwrap_or(64usize).clamp(1, 256)
     }
 }
 

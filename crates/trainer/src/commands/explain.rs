@@ -17,10 +17,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use graph::{argmax, probe, Head};
 use rayon::prelude::*;
 
-use crate::camgrid::{self, Row, TOP_PLANES};
-use crate::cli::ExplainArgs;
-use crate::eval::{self, Loaded};
-use crate::heatmap::{image_colours, upsample};
+use crate::commands::eval::{self, Loaded};
+use crate::config::flags::ExplainArgs;
+use crate::inspect::camgrid::{self, Row, TOP_PLANES};
+use crate::inspect::heatmap::{image_colours, upsample};
 
 /// Test images run through the probe at once.
 const CHUNK: usize = 100;

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::heatmap::{jet, overlay, Canvas};
+use crate::inspect::heatmap::{jet, overlay, Canvas};
 
 /// Family name the embedded font is registered under (the same as plot.rs).
 const FONT: &str = "sans-serif";

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use super::recipe::{Normalize, Recipe, Schedule};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,37 +83,6 @@ pub enum Command {
 /// The ceiling of `--threads`: a fixed 1024, many times the cores of any
 /// machine this engine runs on, so that a typo cannot spawn millions.
 pub const MAX_THREADS: usize = 1024;
-
-/// The two training recipes.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Recipe {
-    /// Cross-entropy, SGD momentum 0.9, weight decay 5e-4, cosine schedule, He init, batch 64
-    Modern,
-    /// The original engine: squared error on softmax (with its softmax-layer weight-gradient quirk), plain SGD lr 0.01, gradients summed over batch 200, every dense step clipped to min(lr, 0.05*sqrt(2/outputs)/max|g|), no biases, conv init N(0, 1/9), dense N(0, sqrt(2/fan_in)/10) (output layer /100), pixels in [0,1]
-    Seed,
-}
-
-/// Learning-rate schedules, applied per epoch.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    Constant,
-    /// x0.1 at 50% and again at 75% of the epochs
-    Step,
-    /// Half a cosine from lr down to 0 over the run
-    Cosine,
-}
-
-/// How pixels become network inputs.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Normalize {
-    /// Scale to [0,1], then per-channel mean/std of the training split
-    Meanstd,
-    /// Scale to [0,1] only
-    Unit,
-}
 
 /// Settings shared by `train` and `compare`. Unset values take the
 /// recipe's defaults.

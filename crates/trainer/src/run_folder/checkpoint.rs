@@ -30,10 +30,11 @@ use graph::{read_model, Arena, LossSums, Metadata, Plan};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::{CONFIG, MODEL, STATE};
+use crate::config::RunConfig;
 use crate::data::Normalizer;
-use crate::fsops;
-use crate::metrics::EpochRow;
-use crate::train::{RunConfig, MODEL, STATE};
+use crate::run_folder::fsops;
+use crate::run_folder::metrics::EpochRow;
 
 /// The sums of an epoch's training batches so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -94,13 +95,25 @@ pub struct Progress {
 
 impl Progress {
     /// `after epoch 3` or `after 17 batches of epoch 4`.
-    pub fn describe(&self) -> String {
+    pub fn after(&self) -> String {
         if self.batches == 0 {
             format!("after epoch {}", self.epoch)
         } else {
             format!("after {} batches of epoch {}", self.batches, self.epoch + 1)
         }
     }
+}
+
+/// The header entries of a checkpoint that `eval`, `explain`, `prune` and
+/// `predict` read from `model.safetensors` too.
+pub mod keys {
+    /// The class names, in label order (a JSON list).
+    pub const CLASSES: &str = "classes";
+    /// The input normalisation: per-channel mean and std (JSON lists).
+    pub const NORM_MEAN: &str = "norm_mean";
+    pub const NORM_STD: &str = "norm_std";
+    /// The training batch size.
+    pub const BATCH: &str = "batch";
 }
 
 const EPOCH: &str = "epoch";
@@ -213,10 +226,10 @@ pub fn merge_timings(committed: Vec<EpochRow>, logged: &[EpochRow]) -> (Vec<Epoc
 fn header(at: &Progress, config: &RunConfig, norm: &Normalizer) -> Result<Metadata> {
     let mut meta = Metadata::from([
         (EPOCH.to_string(), at.epoch.to_string()),
-        ("classes".to_string(), serde_json::to_string(&config.classes)?),
-        ("norm_mean".to_string(), serde_json::to_string(&norm.mean)?),
-        ("norm_std".to_string(), serde_json::to_string(&norm.std)?),
-        ("batch".to_string(), config.batch.to_string()),
+        (keys::CLASSES.to_string(), serde_json::to_string(&config.classes)?),
+        (keys::NORM_MEAN.to_string(), serde_json::to_string(&norm.mean)?),
+        (keys::NORM_STD.to_string(), serde_json::to_string(&norm.std)?),
+        (keys::BATCH.to_string(), config.batch.to_string()),
     ]);
     if at.batches > 0 {
         meta.insert(BATCHES.to_string(), at.batches.to_string());
@@ -298,25 +311,57 @@ pub fn read(
             "{file}: holds model {} ({} layers) but {} says model {} ({} layers); not this run's checkpoint",
             spec.name,
             spec.layers.len(),
-            out.join(crate::train::CONFIG).display(),
+            out.join(CONFIG).display(),
             config.spec.name,
             config.spec.layers.len()
         );
     }
+    let progress = check_header(&meta, &file, out, config, batches_per_epoch)?;
+    let rows = meta.get(ROWS).map(|json| parse_rows(json, &file)).transpose()?;
+    let epoch = progress.epoch;
+    match &rows {
+        Some(rows) if rows.len() != epoch => bail!(
+            "{file}: header says epoch {epoch} is done but holds the metrics of {} epochs; the file was edited",
+            rows.len()
+        ),
+        // Older states hold no metrics; their epoch is bounded by what was trained.
+        None if epoch > config.epochs.max(1).saturating_mul(1000) => {
+            bail!("{file}: header entry \"epoch\" is {epoch}, not a number of epochs this run can have trained")
+        }
+        _ => {}
+    }
+    let (skipped_total, most_skipped) =
+        (progress.skipped_total, epoch.saturating_add(1).saturating_mul(batches_per_epoch));
+    if skipped_total > most_skipped {
+        bail!("{file}: header says {skipped_total} batches were skipped, more than the run has had ({most_skipped})");
+    }
+    Ok(Some(Loaded { progress, rows }))
+}
+
+/// Where the run stands, from the header `meta` of `file`, its entries
+/// checked against `config`, the data's `batches_per_epoch` and each other
+/// (the skipped count is checked by the caller, after the metrics).
+fn check_header(
+    meta: &Metadata,
+    file: &str,
+    out: &Path,
+    config: &RunConfig,
+    batches_per_epoch: usize,
+) -> Result<Progress> {
     let number = |key: &str| -> Result<Option<usize>> {
         meta.get(key)
             .map(|v| v.parse().map_err(|_| anyhow!("{file}: header entry {key:?} is {v:?}, not a count")))
             .transpose()
     };
     let epoch = number(EPOCH)?.with_context(|| format!("{file}: no {EPOCH:?} in the checkpoint header"))?;
-    if let Some(classes) = meta.get("classes") {
+    if let Some(classes) = meta.get(keys::CLASSES) {
         let theirs: Vec<String> = serde_json::from_str(classes)
             .map_err(|_| anyhow!("{file}: header entry \"classes\" is not a list of names"))?;
         if theirs != config.classes {
             bail!(
                 "{file}: trained on classes {} but {} says {}; not this run's checkpoint",
                 theirs.join(","),
-                out.join(crate::train::CONFIG).display(),
+                out.join(CONFIG).display(),
                 config.classes.join(",")
             );
         }
@@ -341,21 +386,5 @@ pub fn read(
         );
     }
     let skipped_total = number(SKIPPED)?.unwrap_or(0);
-    let rows = meta.get(ROWS).map(|json| parse_rows(json, &file)).transpose()?;
-    match &rows {
-        Some(rows) if rows.len() != epoch => bail!(
-            "{file}: header says epoch {epoch} is done but holds the metrics of {} epochs; the file was edited",
-            rows.len()
-        ),
-        // Older states hold no metrics; their epoch is bounded by what was trained.
-        None if epoch > config.epochs.max(1).saturating_mul(1000) => {
-            bail!("{file}: header entry \"epoch\" is {epoch}, not a number of epochs this run can have trained")
-        }
-        _ => {}
-    }
-    let most_skipped = epoch.saturating_add(1).saturating_mul(batches_per_epoch);
-    if skipped_total > most_skipped {
-        bail!("{file}: header says {skipped_total} batches were skipped, more than the run has had ({most_skipped})");
-    }
-    Ok(Some(Loaded { progress: Progress { epoch, batches, partial, skipped_total }, rows }))
+    Ok(Progress { epoch, batches, partial, skipped_total })
 }

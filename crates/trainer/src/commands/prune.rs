@@ -12,8 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use graph::{argmax, probe, Arena, Head};
 use rayon::prelude::*;
 
-use crate::cli::PruneArgs;
-use crate::eval::{self, Loaded};
+use crate::commands::eval::{self, Loaded};
+use crate::config::flags::PruneArgs;
 
 pub fn run(args: &PruneArgs) -> Result<()> {
     // Before the work: `--out` may only replace a regular file.
@@ -166,7 +166,15 @@ fn scan(loaded: &mut Loaded, head: &Head) -> Result<()> {
     }
     rows.sort_by(|a, b| b.correct.cmp(&a.correct).then(a.plane.cmp(&b.plane)));
 
-    let mean_act: Vec<f64> = (0..planes)
+    let mean_act = mean_activations(&features, planes, len);
+    report_scan(loaded, head, &rows, c0, &mean_act);
+    Ok(())
+}
+
+/// Each plane's mean activation over the `features` of every image.
+fn mean_activations(features: &[f32], planes: usize, len: usize) -> Vec<f64> {
+    let n = features.len() / (planes * len);
+    (0..planes)
         .map(|p| {
             let sum: f64 = features
                 .chunks_exact(len)
@@ -176,7 +184,12 @@ fn scan(loaded: &mut Loaded, head: &Head) -> Result<()> {
                 .sum();
             sum / (n * len) as f64
         })
-        .collect();
+        .collect()
+}
+
+/// The scan's table, best removal first, and what to do with the best.
+fn report_scan(loaded: &Loaded, head: &Head, rows: &[Ablation], c0: usize, mean_act: &[f64]) {
+    let (n, planes) = (loaded.test.len(), head.planes);
     let node = &loaded.plan.nodes()[head.feature];
     println!(
         "{} ({}): each of the {planes} planes of {} removed alone; test accuracy with all of them {}",
@@ -189,7 +202,7 @@ fn scan(loaded: &mut Loaded, head: &Head) -> Result<()> {
         "\n| plane | test accuracy without it | change | fixed | broken | mean activation |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
-    for r in &rows {
+    for r in rows {
         let _ = writeln!(
             t,
             "| {} | {} | {:+.4} | {} | {} | {:.4} |",
@@ -216,5 +229,4 @@ fn scan(loaded: &mut Loaded, head: &Head) -> Result<()> {
             best.plane
         );
     }
-    Ok(())
 }

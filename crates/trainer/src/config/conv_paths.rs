@@ -121,7 +121,7 @@ pub fn record(plan: &Plan) -> Paths {
 
 /// `convolutions: conv1 direct, conv2 direct (GAPNET_CONV_PATHS=... to
 /// choose)`, printed below the engine line; `None` without convolutions.
-pub fn describe(paths: &Paths) -> Option<String> {
+pub fn line(paths: &Paths) -> Option<String> {
     let mut named: Vec<(&String, &String)> = paths.iter().collect();
     // conv2 before conv10
     named.sort_by_key(|(node, _)| (node.len(), node.as_str()));

@@ -15,7 +15,7 @@ use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
-use crate::metrics::EpochRow;
+use crate::run_folder::metrics::EpochRow;
 
 /// One model's curve data.
 pub struct Series<'a> {
@@ -81,7 +81,7 @@ pub fn plot_curves(path: &Path, series: &[Series]) -> Result<()> {
     render(&mut rgb, series).context("plot_curves: rendering")?;
 
     let png = encode_png(&rgb).context("plot_curves: encoding PNG")?;
-    crate::fsops::write_atomic(path, &png)
+    crate::run_folder::fsops::write_atomic(path, &png)
         .with_context(|| format!("plot_curves: cannot write {}", path.display()))
 }
 
@@ -222,26 +222,22 @@ fn render(rgb: &mut [u8], series: &[Series]) -> Result<()> {
     } else {
         "train CE (solid), seed error (dashed)"
     };
-    panel(
-        &left,
-        series,
-        "loss / error",
-        loss_desc,
-        &r,
-        r.loss,
-        &loss_lines,
-        legend_corner(series, &loss_lines, r.x, r.loss),
-    )?;
-    panel(
-        &right,
-        series,
-        "accuracy",
-        "accuracy: train (dashed), test (solid)",
-        &r,
-        r.acc,
-        &acc_lines,
-        legend_corner(series, &acc_lines, r.x, r.acc),
-    )?;
+    let loss = Panel {
+        caption: "loss / error",
+        y_desc: loss_desc,
+        y: r.loss,
+        lines: &loss_lines,
+        legend_at: legend_corner(series, &loss_lines, r.x, r.loss),
+    };
+    panel(&left, series, &r, &loss)?;
+    let acc = Panel {
+        caption: "accuracy",
+        y_desc: "accuracy: train (dashed), test (solid)",
+        y: r.acc,
+        lines: &acc_lines,
+        legend_at: legend_corner(series, &acc_lines, r.x, r.acc),
+    };
+    panel(&right, series, &r, &acc)?;
     root.present()?;
     Ok(())
 }
@@ -286,29 +282,31 @@ fn legend_corner(series: &[Series], lines: &[Line], x: (f64, f64), y: (f64, f64)
         .unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn panel(
-    area: &DrawingArea<BitMapBackend, Shift>,
-    series: &[Series],
-    caption: &str,
-    y_desc: &str,
-    r: &Ranges,
+/// One of the two panels: its titles, its y range, the lines each series
+/// draws in it and the corner of its legend.
+struct Panel<'a> {
+    caption: &'a str,
+    y_desc: &'a str,
     y: (f64, f64),
-    lines: &[Line],
+    lines: &'a [Line],
     legend_at: SeriesLabelPosition,
-) -> Result<()> {
+}
+
+type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn panel(area: &DrawingArea<BitMapBackend, Shift>, series: &[Series], r: &Ranges, p: &Panel) -> Result<()> {
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 22))
+        .caption(p.caption, (FONT, 22))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(65)
-        .build_cartesian_2d(r.x.0..r.x.1, y.0..y.1)?;
+        .build_cartesian_2d(r.x.0..r.x.1, p.y.0..p.y.1)?;
 
-    let y_fmt = value_label(y, Y_TICKS);
+    let y_fmt = value_label(p.y, Y_TICKS);
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .y_desc(y_desc)
+        .y_desc(p.y_desc)
         .x_labels(r.x_labels)
         .y_labels(Y_TICKS)
         .x_label_formatter(&epoch_label)
@@ -319,7 +317,21 @@ fn panel(
         .light_line_style(RGBColor(238, 238, 238))
         .bold_line_style(RGBColor(205, 205, 205))
         .draw()?;
+    draw_lines(&mut chart, series, p.lines)?;
+    chart
+        .configure_series_labels()
+        .position(p.legend_at.clone())
+        .margin(10)
+        .legend_area_size(32)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(190, 190, 190))
+        .draw()?;
+    Ok(())
+}
 
+/// Every series' lines, with their legend entries.
+fn draw_lines<'a>(chart: &mut Chart<'a, 'a>, series: &[Series], lines: &[Line]) -> Result<()> {
     // Few series: one legend entry per line ("seed-fc CE"). More: one entry
     // per series in its colour plus one grey entry per line style, so the
     // legend stays small enough to leave the curves visible.
@@ -357,16 +369,6 @@ fn panel(
                 .legend(legend_sample(style, line.dashed));
         }
     }
-
-    chart
-        .configure_series_labels()
-        .position(legend_at)
-        .margin(10)
-        .legend_area_size(32)
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(190, 190, 190))
-        .draw()?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@
 use anyhow::{bail, Result};
 use graph::{LossSums, ModelSpec, Plan, Shape};
 
-use crate::metrics::EpochRow;
+use crate::run_folder::metrics::EpochRow;
 
 /// What is not finite after `forward_backward`, if anything: the loss, or
 /// the first gradient tensor holding a NaN or an infinity.

@@ -122,7 +122,7 @@ impl Team {
     }
 
     /// For the engine line: `, 2 MPI ranks (lanes 0..4 of 8 here)`.
-    pub fn describe(&self, plan_lanes: usize) -> String {
+    pub fn engine_note(&self, plan_lanes: usize) -> String {
         match self.world {
             None => String::new(),
             Some(_) => {
