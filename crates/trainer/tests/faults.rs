@@ -414,12 +414,12 @@ fn a_checkpoint_that_cannot_be_written_is_an_error_naming_it_and_the_old_one_sta
     assert!(stdout(&ok).contains("epoch   2/2"), "{}", text(&ok));
 
     // In-process: a missing folder, and an obstructed temporary file.
-    let e = graph::write_atomic(&root.join("no/such/folder/x.safetensors"), b"x").unwrap_err();
+    let e = trainer::fsops::write_atomic(&root.join("no/such/folder/x.safetensors"), b"x").unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     let target = root.join("keep.bin");
     std::fs::write(&target, b"old contents").unwrap();
     std::fs::create_dir(root.join(format!(".keep.bin.tmp-{}", std::process::id()))).unwrap();
-    assert!(graph::write_atomic(&target, b"new contents").is_err());
+    assert!(trainer::fsops::write_atomic(&target, b"new contents").is_err());
     assert_eq!(read(&target), b"old contents");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -10,23 +10,18 @@
 //! `GAPNET_FUZZ_CASES=N` sets the cases per harness; `PROPTEST_RNG_SEED=S`
 //! explores other inputs (the default seed is fixed).
 
+mod common;
+
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use graph::{footprint_bytes, preset, read_model, Arena, Init, Metadata, Plan, Shape};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
+use proptest::test_runner::Config;
 use serde_json::Value;
 
 fn budget(default: u32) -> Config {
-    let cases = std::env::var("GAPNET_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let seeded = std::env::var_os("PROPTEST_RNG_SEED").is_some();
-    Config {
-        cases,
-        failure_persistence: None,
-        rng_seed: if seeded { Config::default().rng_seed } else { RngSeed::Fixed(0x0063_6b70_7400) },
-        ..Config::default()
-    }
+    common::fuzz::budget(default, 0x0063_6b70_7400)
 }
 
 const SOURCE: &str = "fuzzed.safetensors";

@@ -10,7 +10,8 @@ use crate::config::flags::CompareArgs;
 use crate::config::{self, RunConfig};
 use crate::data;
 use crate::interrupt;
-use crate::run_folder::{default_out, fresh_out, fsops, plot, CURVES};
+use crate::fsops;
+use crate::run_folder::{default_out, fresh_out, plot, CURVES};
 use crate::training::team::Team;
 use crate::training::{self, Outcome};
 

@@ -239,7 +239,8 @@ fn default_out(checkpoint: &Path) -> PathBuf {
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    graph::write_atomic(path, text.as_bytes()).with_context(|| format!("{}: cannot write", path.display()))
+    crate::fsops::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 fn write_grid(loaded: &Loaded, rows: &[&Example], title: &str, path: &Path) -> Result<()> {
@@ -274,7 +275,7 @@ fn write_grid(loaded: &Loaded, rows: &[&Example], title: &str, path: &Path) -> R
     let legend = "= the row's max.  Bars: each plane's share of the logit margin; act: its mean activation";
     let canvas = camgrid::render(title, legend, &rows, h, w)?;
     let png = canvas.to_png().with_context(|| format!("{}: encoding the PNG", path.display()))?;
-    graph::write_atomic(path, &png).with_context(|| format!("{}: cannot write", path.display()))
+    crate::fsops::write_atomic(path, &png).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// Long format, one line per example, class (predicted, then true or

@@ -10,8 +10,8 @@ use crate::interrupt;
 pub fn run(args: FetchArgs) -> Result<()> {
     let to_given = args.to.is_some();
     let target = match args.to {
-        Some(dir) => data::download::Target { dir, choose: "choose another --to DIR" },
-        None => data::download::Target::cache(data::download::cache_dir()?),
+        Some(dir) => data::cache::Target { dir, choose: "choose another --to DIR" },
+        None => data::cache::Target::cache(data::cache::cache_dir()?),
     };
     let folder = data::download::ensure(&target, &data::download::Source::from_env()?)?;
     println!("CIFAR-10 is in {}", folder.display());

@@ -18,7 +18,7 @@ use crate::config::conv_paths;
 use crate::config::flags::{RunArgs, MAX_THREADS};
 use crate::config::RunConfig;
 use crate::data;
-use crate::run_folder::fsops;
+use crate::fsops;
 use crate::training::{build, prepare_data};
 
 /// Checked before any thread starts: each worker is an OS thread with its

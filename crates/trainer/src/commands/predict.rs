@@ -274,7 +274,7 @@ fn write_cam(
     let canvas = camgrid::render(&title, "= the row's max", &[row], h, w)?;
     let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
     let out = dir.join(format!("{stem}.cam.png"));
-    graph::write_atomic(&out, &canvas.to_png()?)
+    crate::fsops::write_atomic(&out, &canvas.to_png()?)
         .with_context(|| format!("{}: cannot write", out.display()))?;
     Ok(out)
 }

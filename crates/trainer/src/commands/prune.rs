@@ -115,7 +115,7 @@ fn prune(loaded: &mut Loaded, head: &Head, planes: &[usize], args: &PruneArgs) -
         all.dedup();
         meta.insert(PRUNED.to_string(), serde_json::to_string(&all)?);
         let bytes = loaded.plan.to_safetensors(&[Arena::Params], meta);
-        graph::write_atomic(out, &bytes)
+        crate::fsops::write_atomic(out, &bytes)
             .with_context(|| format!("--out {}: cannot write the pruned checkpoint", out.display()))?;
         println!("wrote {} (trainer eval --checkpoint {} reads it)", out.display(), out.display());
     }

@@ -12,8 +12,9 @@ use super::{engine_line, load_data, load_data_recording_paths, set_threads, spli
 use crate::config::flags::{Cli, TrainArgs};
 use crate::config::{self, conv_paths, RunConfig};
 use crate::data;
+use crate::fsops;
 use crate::interrupt;
-use crate::run_folder::{default_out, fresh_out, fsops, CONFIG};
+use crate::run_folder::{default_out, fresh_out, CONFIG};
 use crate::training;
 use crate::training::team::Team;
 

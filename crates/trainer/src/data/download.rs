@@ -20,6 +20,7 @@ use anyhow::{anyhow, bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
 
+use super::cache::{Target, ARCHIVE};
 use super::unpack;
 
 /// The official CIFAR-10 binary release, as on its home page
@@ -28,17 +29,11 @@ use super::unpack;
 pub const URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
 /// The archive's MD5, published beside it.
 pub const MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
-/// The archive's file name in the cache (also where a hand-placed copy goes).
-pub const ARCHIVE: &str = "cifar-10-binary.tar.gz";
-/// The folder the archive unpacks to, inside the cache.
-pub const FOLDER: &str = "cifar-10-batches-bin";
-
 /// Environment variables: a mirror's URL and its MD5 (also how the tests
 /// point at a loopback server), the cache folder, the off switch, and the
 /// network timeout in seconds.
 pub const URL_VAR: &str = "GAPNET_CIFAR10_URL";
 pub const MD5_VAR: &str = "GAPNET_CIFAR10_MD5";
-pub const CACHE_VAR: &str = "GAPNET_CACHE";
 pub const NO_DOWNLOAD_VAR: &str = "GAPNET_NO_DOWNLOAD";
 pub const TIMEOUT_VAR: &str = "GAPNET_DOWNLOAD_TIMEOUT";
 
@@ -95,67 +90,15 @@ fn switched_off(value: Option<std::ffi::OsString>) -> bool {
     value.is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// The cache folder: `$GAPNET_CACHE`, else the platform's cache folder plus
-/// `gapnet` (`$XDG_CACHE_HOME/gapnet` or `~/.cache/gapnet` on Linux,
-/// `~/Library/Caches/gapnet` on macOS, `%LOCALAPPDATA%\gapnet` on Windows).
-pub fn cache_dir() -> Result<PathBuf> {
-    match std::env::var_os(CACHE_VAR).filter(|v| !v.is_empty()) {
-        Some(dir) => Ok(PathBuf::from(dir)),
-        None => dirs::cache_dir().map(|d| d.join("gapnet")).ok_or_else(|| {
-            anyhow!("no cache folder for CIFAR-10 (no home folder); set {CACHE_VAR}=DIR or pass --data DIR")
-        }),
-    }
-}
-
-/// A folder to download into, and how a user picks another one (for the
-/// messages): `set GAPNET_CACHE=DIR` for the cache, `--to DIR` for `trainer fetch`.
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub dir: PathBuf,
-    pub choose: &'static str,
-}
-
-impl Target {
-    /// The cache folder.
-    pub fn cache(dir: PathBuf) -> Target {
-        Target { dir, choose: "set GAPNET_CACHE=DIR to another folder" }
-    }
-
-    /// The folder holding the unpacked batch files.
-    pub fn folder(&self) -> PathBuf {
-        self.dir.join(FOLDER)
-    }
-
-    /// How to get the archive in without this program's download, for every
-    /// message about a failed one.
-    fn by_hand(&self, source: &Source) -> String {
-        format!(
-            "to work offline, fetch {} by other means and put it at {} (the next run checks and unpacks it), \
-             or pass --data DIR",
-            source.url,
-            self.dir.join(ARCHIVE).display()
-        )
-    }
-
-    /// A failed write in the target folder, said in terms of what to do.
-    pub(crate) fn write_error(&self, path: &Path, e: io::Error) -> anyhow::Error {
-        match e.kind() {
-            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => anyhow!(
-                "{}: the disk is full ({e}); CIFAR-10 needs about 350 MB there while it unpacks (the 170 MB \
-                 archive and 180 MB of batch files): free some space or {}",
-                path.display(),
-                self.choose
-            ),
-            ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem | ErrorKind::NotADirectory => {
-                anyhow!(
-                    "{}: cannot write there ({e}); {}, or pass --data DIR to a folder that holds the data",
-                    path.display(),
-                    self.choose
-                )
-            }
-            _ => anyhow!("{}: cannot write ({e}); {}", path.display(), self.choose),
-        }
-    }
+/// How to get the archive into `target` without this program's download,
+/// for every message about a failed one.
+fn by_hand(target: &Target, source: &Source) -> String {
+    format!(
+        "to work offline, fetch {} by other means and put it at {} (the next run checks and unpacks it), \
+         or pass --data DIR",
+        source.url,
+        target.dir.join(ARCHIVE).display()
+    )
 }
 
 /// Whether `folder` holds all six batch files (it only ever appears whole,
@@ -266,7 +209,7 @@ fn mb(bytes: u64) -> String {
 /// size and MD5 on the way; on any failure nothing is left behind.
 fn download(target: &Target, source: &Source, archive: &Path) -> Result<()> {
     let url = &source.url;
-    let by_hand = target.by_hand(source);
+    let by_hand = by_hand(target, source);
     let secs = source.timeout.as_secs_f64();
     eprintln!("downloading {url} (about 170 MB) into {}", target.dir.display());
     let mut response = get(source, &by_hand)?;
@@ -326,7 +269,7 @@ fn download(target: &Target, source: &Source, archive: &Path) -> Result<()> {
     drop(file);
     fs::rename(&part, archive).map_err(|e| target.write_error(archive, e))?;
     guard.0 = None;
-    sync_dir(&target.dir);
+    let _ = crate::fsops::sync_dir(&target.dir);
     Ok(())
 }
 
@@ -388,14 +331,6 @@ fn progress(len: Option<u64>) -> Option<ProgressBar> {
     Some(bar)
 }
 
-/// Makes a rename in `dir` durable (best effort: not every platform can
-/// open a folder).
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,7 +351,7 @@ mod tests {
     fn the_hand_placed_archive_goes_in_the_target_folder() {
         let t = Target::cache(PathBuf::from("/c"));
         let s = Source { url: URL.into(), md5: MD5.into(), timeout: Duration::from_secs(1) };
-        let m = t.by_hand(&s);
+        let m = by_hand(&t, &s);
         assert!(m.contains(URL) && m.contains(&format!("/c/{ARCHIVE}")), "{m}");
     }
 

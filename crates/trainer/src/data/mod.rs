@@ -6,17 +6,11 @@
 //! it applies, the record index and byte offset. Bad bytes never panic.
 
 pub mod augment;
+pub mod cache;
 pub mod cifar;
 pub mod download;
 pub mod idx;
-mod unpack;
-
-#[cfg(test)]
-mod download_tests;
-#[cfg(test)]
-pub(crate) mod fuzz;
-#[cfg(test)]
-mod tests;
+pub mod unpack;
 
 use anyhow::{bail, Result};
 use std::ffi::OsString;
@@ -137,7 +131,7 @@ pub const ENV_VAR: &str = "CIFAR10_DIR";
 pub fn locate(flag: Option<&Path>, no_download: bool) -> Result<PathBuf> {
     let first_use = FirstUse {
         download: !no_download && !download::disabled_by_env(),
-        cache: download::cache_dir(),
+        cache: cache::cache_dir(),
         source: download::Source::from_env,
     };
     locate_in(flag, std::env::var_os(ENV_VAR), &default_search_path(), first_use)
@@ -164,7 +158,7 @@ pub fn locate_in<S: FnOnce() -> Result<download::Source>>(
 ) -> Result<PathBuf> {
     let mut search = search.to_vec();
     if let Ok(cache) = &first_use.cache {
-        search.push(cache.join(download::FOLDER));
+        search.push(cache.join(cache::FOLDER));
     }
     let looked = match search_in(flag, env, &search)? {
         Found::Dir(dir) => return Ok(dir),
@@ -178,7 +172,7 @@ pub fn locate_in<S: FnOnce() -> Result<download::Source>>(
             download::NO_DOWNLOAD_VAR
         );
     }
-    let target = download::Target::cache(first_use.cache?);
+    let target = cache::Target::cache(first_use.cache?);
     let source = (first_use.source)()?;
     eprintln!(
         "no data on the search path: fetching CIFAR-10 into the cache, once (--no-download or {}=1 turns \

@@ -12,8 +12,8 @@ use anyhow::{anyhow, bail, Result};
 use flate2::read::GzDecoder;
 use tar::EntryType;
 
+use super::cache::{Target, FOLDER};
 use super::cifar::RECORD_BYTES;
-use super::download::{sync_dir, Target, FOLDER};
 
 /// The six batch files the loader needs.
 pub const BATCHES: [&str; 6] = [
@@ -83,7 +83,7 @@ pub fn unpack(archive: &Path, target: &Target) -> Result<()> {
             }
             Err(Failure::Write(path, e)) => return Err(target.write_error(&path, e)),
         }
-        sync_dir(&partial);
+        let _ = crate::fsops::sync_dir(&partial);
         let folder = target.folder();
         if folder.exists() {
             // Only an incomplete one gets here (a complete one is used as it is):
@@ -92,7 +92,7 @@ pub fn unpack(archive: &Path, target: &Target) -> Result<()> {
             fs::remove_dir_all(&folder).map_err(|e| target.write_error(&folder, e))?;
         }
         fs::rename(&partial, &folder).map_err(|e| target.write_error(&folder, e))?;
-        sync_dir(&target.dir);
+        let _ = crate::fsops::sync_dir(&target.dir);
         Ok(())
     })();
     if result.is_err() {

@@ -33,7 +33,7 @@ use serde_json::Value;
 use super::{CONFIG, MODEL, STATE};
 use crate::config::RunConfig;
 use crate::data::Normalizer;
-use crate::run_folder::fsops;
+use crate::fsops;
 use crate::run_folder::metrics::EpochRow;
 
 /// The sums of an epoch's training batches so far.

@@ -11,9 +11,10 @@ use graph::Plan;
 use super::checkpoint::{self, Progress};
 use super::metrics::{self, EpochRow};
 use super::repair::{repair, resume_rows};
-use super::{fsops, plot, CONFIG, CURVES};
+use super::{plot, CONFIG, CURVES};
 use crate::config::{schedule_note, short, Recipe, RunConfig};
 use crate::data::Normalizer;
+use crate::fsops;
 use crate::interrupt::shell_quote;
 
 pub struct RunFolder {

@@ -94,7 +94,7 @@ pub fn write_all(dir: &Path, rows: &[EpochRow]) -> Result<()> {
     let (csv, jsonl) = render(rows)?;
     for (name, text) in [(JSONL_FILE, jsonl), (CSV_FILE, csv)] {
         let path = dir.join(name);
-        crate::run_folder::fsops::write_atomic(&path, text.as_bytes())
+        crate::fsops::write_atomic(&path, text.as_bytes())
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
     Ok(())

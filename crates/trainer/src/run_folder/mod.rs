@@ -1,11 +1,10 @@
 //! A run folder: the names of its files, its creation and lock, the
-//! atomic writes every file of it goes through ([`fsops`]), the checkpoint
-//! commit point ([`checkpoint`]), the metrics files and curves, and the
-//! repair of derived files on resume ([`repair`]).
+//! checkpoint commit point ([`checkpoint`]), the metrics files and curves,
+//! and the repair of derived files on resume ([`repair`]). Every file is
+//! written through [`crate::fsops`].
 
 pub mod checkpoint;
 mod folder;
-pub mod fsops;
 pub mod metrics;
 pub mod plot;
 pub mod repair;
@@ -17,6 +16,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 
+use crate::fsops;
 use crate::interrupt::shell_quote;
 
 /// The run's resolved settings ([`crate::config::RunConfig`]).

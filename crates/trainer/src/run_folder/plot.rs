@@ -3,7 +3,7 @@
 //! Text is drawn with `ab_glyph` from a font compiled into the binary (Noto
 //! Sans Regular, from the `ttf-noto-sans` crate), so rendering needs no
 //! system fonts, fontconfig or freetype. The picture is rendered into memory,
-//! encoded with `png` and written with [`graph::write_atomic`] (a temp file
+//! encoded with `png` and written with [`crate::fsops::write_atomic`] (a temp file
 //! beside `path`, renamed over it), so a reader never sees a half-written file.
 
 use std::path::Path;
@@ -81,7 +81,7 @@ pub fn plot_curves(path: &Path, series: &[Series]) -> Result<()> {
     render(&mut rgb, series).context("plot_curves: rendering")?;
 
     let png = encode_png(&rgb).context("plot_curves: encoding PNG")?;
-    crate::run_folder::fsops::write_atomic(path, &png)
+    crate::fsops::write_atomic(path, &png)
         .with_context(|| format!("plot_curves: cannot write {}", path.display()))
 }
 

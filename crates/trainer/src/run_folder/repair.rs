@@ -9,9 +9,10 @@ use graph::Plan;
 
 use super::checkpoint::{self, Progress};
 use super::metrics::{self, EpochRow};
-use super::{fsops, plot, CURVES, MODEL};
+use super::{plot, CURVES, MODEL};
 use crate::config::{Recipe, RunConfig};
 use crate::data::Normalizer;
+use crate::fsops;
 
 /// The metrics of the committed epochs, with the timings `metrics.jsonl`
 /// logged for them (NaN for those it has lost, with a note).

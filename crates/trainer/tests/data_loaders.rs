@@ -1,10 +1,14 @@
 //! Tests of the data layer on small generated files in temporary folders,
 //! plus one test on the real shared folder when it is there.
 
-use super::cifar::{CIFAR10_NAMES, IMAGE_BYTES, RECORD_BYTES};
-use super::*;
 use flate2::write::GzEncoder;
+use std::ffi::OsString;
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use trainer::data::cifar::{CIFAR10_NAMES, IMAGE_BYTES, RECORD_BYTES};
+use trainer::data::*;
+
+use anyhow::Result;
 use tempfile::TempDir;
 
 fn names(list: &[&str]) -> Vec<String> {

@@ -2,13 +2,18 @@
 //! archives in temporary folders. No network: the end-to-end downloads from
 //! a loopback server are in `tests/download.rs`.
 
-#[path = "../../tests/common/archive.rs"]
-mod archive;
+mod common;
 
-use super::download::{ensure, Source, Target, ARCHIVE, FOLDER};
-use super::unpack::{unpack, unpack_into, Failure};
-use super::*;
+use common::archive;
+
+use std::path::Path;
 use std::time::Duration;
+use trainer::data::cache::{Target, ARCHIVE, FOLDER};
+use trainer::data::download::{ensure, Source};
+use trainer::data::unpack::{unpack, unpack_into, Failure};
+use trainer::data::*;
+
+use anyhow::Result;
 use tar::EntryType;
 use tempfile::TempDir;
 

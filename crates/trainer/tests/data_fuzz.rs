@@ -9,28 +9,20 @@
 //! keeps the suite fast); `PROPTEST_RNG_SEED=S` explores other inputs (the
 //! default seed is fixed, so CI is reproducible).
 
-use super::cifar::{self, RECORD_BYTES};
-use super::idx::{self, IMAGES_MAGIC, LABELS_MAGIC};
-use super::*;
-use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
-use std::io::Write;
+mod common;
 
-/// The budget: `default` cases, or `GAPNET_FUZZ_CASES`; inputs from the
-/// fixed `seed`, or from `PROPTEST_RNG_SEED`'s when it is set.
-pub(crate) fn budget_seeded(default: u32, seed: u64) -> Config {
-    let cases = std::env::var("GAPNET_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let seeded = std::env::var_os("PROPTEST_RNG_SEED").is_some();
-    Config {
-        cases,
-        failure_persistence: None,
-        rng_seed: if seeded { Config::default().rng_seed } else { RngSeed::Fixed(seed) },
-        ..Config::default()
-    }
-}
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use std::io::Write;
+use std::path::Path;
+use trainer::data::cifar::{self, RECORD_BYTES};
+use trainer::data::idx::{self, IMAGES_MAGIC, LABELS_MAGIC};
+use trainer::data::*;
+
+use anyhow::Result;
 
 fn budget(default: u32) -> Config {
-    budget_seeded(default, 0x006a_706e_6574)
+    common::fuzz::budget(default, 0x006a_706e_6574)
 }
 
 /// A position in a file of any length, as a fraction of it (`u64::MAX` = the end).

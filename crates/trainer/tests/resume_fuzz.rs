@@ -8,6 +8,8 @@
 //! `GAPNET_FUZZ_CASES=N` sets the cases per harness; `PROPTEST_RNG_SEED=S`
 //! explores other inputs (the default seed is fixed).
 
+mod common;
+
 use std::path::Path;
 
 use graph::{preset, Arena, Init, Plan, Shape};
@@ -15,15 +17,15 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::Value;
 
-use crate::config::{check_saved, RunConfig};
-use crate::config::{Normalize, Recipe, Schedule};
-use crate::data::Normalizer;
-use crate::run_folder::checkpoint;
-use crate::run_folder::metrics::EpochRow;
-use crate::run_folder::STATE;
+use trainer::config::{check_saved, RunConfig};
+use trainer::config::{Normalize, Recipe, Schedule};
+use trainer::data::Normalizer;
+use trainer::run_folder::checkpoint;
+use trainer::run_folder::metrics::EpochRow;
+use trainer::run_folder::STATE;
 
 fn budget(default: u32) -> Config {
-    crate::data::fuzz::budget_seeded(default, 0x7265_7375_6d65)
+    common::fuzz::budget(default, 0x7265_7375_6d65)
 }
 
 fn config(data: &Path) -> RunConfig {

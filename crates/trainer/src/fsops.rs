@@ -83,7 +83,7 @@ fn parent(path: &Path) -> &Path {
 
 /// Make a rename or unlink in `dir` durable (best effort: not every
 /// platform can open a folder).
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     if let Ok(d) = File::open(dir) {
         step(d.sync_all(), "fsync", dir)?;
     }
