@@ -441,3 +441,29 @@ fn bad_flags_name_the_flag() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("on 10 train / 3 test images"), "{}", text(&out));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_data_path_that_config_json_cannot_hold_is_refused_before_training() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tmp("bad-utf8");
+    let data = dir.join(std::ffi::OsStr::from_bytes(b"data-\xff"));
+    make_data(&data, 20, 10);
+    let out = dir.join("run");
+    let o =
+        common::command(&["train", "--epochs", "1", "--out", s(&out), "--data"]).arg(&data).output().unwrap();
+    one_line_error(&o, &["data-\u{fffd}", "--data", "not valid UTF-8", "config.json"], "non-UTF-8 --data");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("epoch"), "{}", text(&o));
+    assert!(!out.join("config.json").exists(), "a run folder was started");
+}
+
+#[test]
+fn a_model_named_twice_in_a_comparison_is_refused_before_training() {
+    let dir = tmp("compare-twice");
+    let data = dir.join("data");
+    make_data(&data, 20, 10);
+    let out = dir.join("cmp");
+    let args = ["compare", "--models", "seed-gap,seed-fc,seed-gap", "--epochs", "1", "--data", s(&data)];
+    let o = run(&[&args[..], &["--out", s(&out)]].concat());
+    one_line_error(&o, &["--models", "seed-gap is named twice", s(&out.join("seed-gap"))], "compare twice");
+    assert!(!out.join("seed-fc").exists() && !out.join("seed-gap").exists(), "a model was trained");
+}

@@ -9,8 +9,8 @@ use super::{engine_line, load_data, load_data_recording_paths, set_threads, spli
 use crate::config::flags::CompareArgs;
 use crate::config::{self, RunConfig};
 use crate::data;
-use crate::interrupt;
 use crate::fsops;
+use crate::interrupt;
 use crate::run_folder::{default_out, fresh_out, plot, CURVES};
 use crate::training::team::Team;
 use crate::training::{self, Outcome};
@@ -31,10 +31,11 @@ fn claim_compare(args: &CompareArgs) -> Result<(CompareJob, fsops::RunLock, data
     if models.is_empty() {
         bail!("--models: name at least one model");
     }
+    let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
+    check_distinct_folders(&models, &root)?;
     let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
     let run = with_all_classes(&args.run, &dir)?;
     let mut configs = models.iter().map(|m| config::configure(m, &run, &dir)).collect::<Result<Vec<_>>>()?;
-    let root = args.run.out.clone().unwrap_or_else(|| default_out("compare"));
     let splits = load_data_recording_paths(&mut configs)?;
     std::fs::create_dir_all(&root)
         .with_context(|| format!("--out {}: cannot create the folder", root.display()))?;
@@ -70,7 +71,7 @@ pub fn run(args: CompareArgs, team: &Team) -> Result<()> {
     println!("{}{}", engine_line(graph::Isa::detect()), team.engine_note(graph::LANES.min(configs[0].batch)));
     let mut outcomes = Vec::new();
     for config in &configs {
-        let out = root.join(Path::new(&config.model).file_stem().unwrap_or_default());
+        let out = root.join(model_folder(&config.model));
         let (claimed, _lock) = split_claim(team.is_root().then(|| fresh_out(&out).map(|lock| ((), lock))));
         team.share(claimed)?;
         interrupt::set_run_folder(&out);
@@ -135,4 +136,46 @@ fn compare_table(outcomes: &[(&RunConfig, Outcome)]) -> String {
         );
     }
     t
+}
+
+/// The folder of a comparison's model: its preset name, or its spec file's stem.
+fn model_folder(model: &str) -> &std::ffi::OsStr {
+    Path::new(model).file_stem().unwrap_or_default()
+}
+
+/// Each model trains into a folder of its own under `root`: refuse, before
+/// anything is trained, models that would share one.
+fn check_distinct_folders(models: &[&str], root: &Path) -> Result<()> {
+    for (i, a) in models.iter().enumerate() {
+        if let Some(b) = models[..i].iter().find(|b| model_folder(b) == model_folder(a)) {
+            let folder = root.join(model_folder(a));
+            if a == b {
+                bail!(
+                    "--models: {a} is named twice; each model trains into its own folder ({})",
+                    folder.display()
+                );
+            }
+            bail!(
+                "--models: {b} and {a} would both train into {}; rename one of the spec files",
+                folder.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_that_would_share_a_folder_are_named() {
+        let root = Path::new("runs/cmp");
+        assert!(check_distinct_folders(&["seed-fc", "seed-gap", "specs/x.toml"], root).is_ok());
+        let twice =
+            check_distinct_folders(&["seed-gap", "seed-fc", "seed-gap"], root).unwrap_err().to_string();
+        assert!(twice.contains("seed-gap is named twice") && twice.contains("runs/cmp/seed-gap"), "{twice}");
+        let stems = check_distinct_folders(&["a/x.toml", "b/x.toml"], root).unwrap_err().to_string();
+        assert!(stems.contains("a/x.toml and b/x.toml would both train into runs/cmp/x"), "{stems}");
+    }
 }

@@ -119,6 +119,14 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
     if classes.len() < 2 {
         bail!("--classes {:?}: name at least two classes, comma-separated", args.classes);
     }
+    if data.to_str().is_none() {
+        bail!(
+            "{}: the data folder's path (from --data or {}) is not valid UTF-8, and a run records it in \
+             config.json as text; rename the folder, or pass --data a symlink with a UTF-8 name",
+            data.display(),
+            crate::data::ENV_VAR
+        );
+    }
     let mut spec = resolve_model(model)?.with_classes(classes.len());
     let defaults = args.recipe.defaults();
     if !defaults.biases {
