@@ -29,12 +29,10 @@
 //! the forward and input-gradient sums start from the bias (or zero) and
 //! add one FMA per (channel, tap) in that order; a weight-gradient sum is a
 //! per-lane FMA chain over the images and pixel blocks, reduced by
-//! [`Vector::hsum`]. So the AVX-512 instantiation computes exactly what the
-//! hand-written AVX-512 kernels did, and the AVX2 one exactly what
-//! `Fallback<8>` does (a test compares them). When these kernels replaced
-//! the hand-written ones, the AVX-512 `correlate_block` and
-//! `weight_grad_images` disassembled to the same `vfmadd`/load sequences,
-//! register names aside, and no hot loop of either ISA spills a register.
+//! [`Vector::hsum`]. So the AVX-512 instantiation computes exactly what
+//! `Fallback<16>` does and the AVX2 one exactly what `Fallback<8>` does
+//! (tests compare them bit for bit); no hot loop of either ISA spills a
+//! register.
 //!
 //! The two entries, [`forward`] and [`backward`], are `unsafe` only because
 //! the CPU must run `V` ([`Vector::supported`]); each checks every slice
