@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{engine_line, load_data, load_data_recording_paths, set_threads, split_claim, with_all_classes};
+use super::setup::{
+    engine_line, load_data, load_data_recording_paths, set_threads, split_claim, with_all_classes,
+};
 use crate::config::flags::CompareArgs;
 use crate::config::{self, RunConfig};
 use crate::data;

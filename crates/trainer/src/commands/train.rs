@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
 
-use super::{engine_line, load_data, load_data_recording_paths, set_threads, split_claim, with_all_classes};
+use super::setup::{
+    engine_line, load_data, load_data_recording_paths, set_threads, split_claim, with_all_classes,
+};
 use crate::config::flags::{Cli, TrainArgs};
 use crate::config::{self, conv_paths, RunConfig};
 use crate::data;

@@ -1,7 +1,7 @@
 //! CIFAR-10 binary records: 1 label byte (0..=9, CIFAR-10 numbering) then
 //! 3,072 pixel bytes (R, G, B planes of 32x32, row-major). No header.
 
-use super::{finish_classes, resolve_classes, Counts, Dataset, Format, Splits, DATA_FILE_LIMIT};
+use super::dataset::{finish_classes, resolve_classes, Counts, Dataset, Format, Splits, DATA_FILE_LIMIT};
 use anyhow::{anyhow, bail, Result};
 use graph::bounded;
 use std::path::{Path, PathBuf};

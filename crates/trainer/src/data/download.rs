@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
 
 use super::cache::{Target, ARCHIVE};
+use super::dataset::hex;
 use super::unpack;
 
 /// The official CIFAR-10 binary release, as on its home page
@@ -150,11 +151,6 @@ pub fn ensure(target: &Target, source: &Source) -> Result<PathBuf> {
     eprintln!("CIFAR-10 is ready in {}", folder.display());
     Ok(folder)
     // The lock is released when `lock` is dropped, or by the OS if we are killed.
-}
-
-/// Hex digits of an MD5 digest.
-pub(crate) fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks the MD5 of an archive found in the cache; a mismatch removes it.

@@ -5,7 +5,7 @@
 //! bounds everything after it: exactly the data it declares is read, so a
 //! wrong size or a gzip bomb is refused without reading more than that.
 
-use super::{finish_classes, resolve_classes, Counts, Dataset, Format, Splits, DATA_FILE_LIMIT};
+use super::dataset::{finish_classes, resolve_classes, Counts, Dataset, Format, Splits, DATA_FILE_LIMIT};
 use anyhow::{anyhow, bail, Result};
 use flate2::read::MultiGzDecoder;
 use graph::bounded;

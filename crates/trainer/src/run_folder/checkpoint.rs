@@ -30,7 +30,7 @@ use graph::{read_model, Arena, LossSums, Metadata, Plan};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{CONFIG, MODEL, STATE};
+use super::names::{CONFIG, MODEL, STATE};
 use crate::config::RunConfig;
 use crate::data::Normalizer;
 use crate::fsops;

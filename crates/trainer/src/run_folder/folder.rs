@@ -10,8 +10,9 @@ use graph::Plan;
 
 use super::checkpoint::{self, Progress};
 use super::metrics::{self, EpochRow};
+use super::names::{CONFIG, CURVES};
+use super::plot;
 use super::repair::{repair, resume_rows};
-use super::{plot, CONFIG, CURVES};
 use crate::config::{schedule_note, short, Recipe, RunConfig};
 use crate::data::Normalizer;
 use crate::fsops;

@@ -6,8 +6,11 @@
 pub mod checkpoint;
 mod folder;
 pub mod metrics;
+mod names;
 pub mod plot;
 pub mod repair;
+
+pub use names::{CONFIG, CURVES, MODEL, STATE};
 
 pub use folder::RunFolder;
 
@@ -18,15 +21,6 @@ use anyhow::{Context, Result};
 
 use crate::fsops;
 use crate::interrupt::shell_quote;
-
-/// The run's resolved settings ([`crate::config::RunConfig`]).
-pub const CONFIG: &str = "config.json";
-/// Parameters and optimiser state: what `--resume` continues from.
-pub const STATE: &str = "state.safetensors";
-/// The trained model alone, with what `eval`, `explain` and `predict` need.
-pub const MODEL: &str = "model.safetensors";
-/// The learning curves.
-pub const CURVES: &str = "curves.png";
 
 /// `runs/<name>-<UTC timestamp>`.
 pub fn default_out(name: &str) -> PathBuf {

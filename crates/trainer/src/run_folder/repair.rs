@@ -9,7 +9,8 @@ use graph::Plan;
 
 use super::checkpoint::{self, Progress};
 use super::metrics::{self, EpochRow};
-use super::{plot, CURVES, MODEL};
+use super::names::{CURVES, MODEL};
+use super::plot;
 use crate::config::{Recipe, RunConfig};
 use crate::data::Normalizer;
 use crate::fsops;
