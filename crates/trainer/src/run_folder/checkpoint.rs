@@ -270,9 +270,9 @@ pub fn write(
     Ok(())
 }
 
-/// A loaded checkpoint: where the run stands and the committed metrics
+/// A checkpoint read back: where the run stands and the committed metrics
 /// (timings NaN), or `None` for rows when the state predates them.
-pub struct Loaded {
+pub struct Restored {
     pub progress: Progress,
     pub rows: Option<Vec<EpochRow>>,
 }
@@ -286,7 +286,7 @@ pub fn read(
     out: &Path,
     config: &RunConfig,
     batches_per_epoch: usize,
-) -> Result<Option<Loaded>> {
+) -> Result<Option<Restored>> {
     let path = out.join(STATE);
     let file = path.display().to_string();
     if !graph::bounded::present(&path) {
@@ -335,7 +335,7 @@ pub fn read(
     if skipped_total > most_skipped {
         bail!("{file}: header says {skipped_total} batches were skipped, more than the run has had ({most_skipped})");
     }
-    Ok(Some(Loaded { progress, rows }))
+    Ok(Some(Restored { progress, rows }))
 }
 
 /// Where the run stands, from the header `meta` of `file`, its entries

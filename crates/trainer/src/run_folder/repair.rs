@@ -17,7 +17,7 @@ use crate::fsops;
 
 /// The metrics of the committed epochs, with the timings `metrics.jsonl`
 /// logged for them (NaN for those it has lost, with a note).
-pub fn resume_rows(out: &Path, loaded: checkpoint::Loaded) -> Result<Vec<EpochRow>> {
+pub fn resume_rows(out: &Path, loaded: checkpoint::Restored) -> Result<Vec<EpochRow>> {
     let jsonl = out.join(metrics::JSONL_FILE);
     let logged = match metrics::read_jsonl(&jsonl) {
         Ok(rows) => rows,
