@@ -124,6 +124,15 @@ fn folder(cache: &Path) -> PathBuf {
     cache.join("cifar-10-batches-bin")
 }
 
+/// A byte count as the progress line gives it.
+fn size_said(bytes: usize) -> String {
+    if bytes < 1_000_000 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
 #[test]
 fn fetch_downloads_checks_and_unpacks_then_reuses_the_cache() {
     let cache = common::tmp("dl-fetch").join("cache");
@@ -134,6 +143,9 @@ fn fetch_downloads_checks_and_unpacks_then_reuses_the_cache() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with(&format!("CIFAR-10 is in {}\n", folder(&cache).display())), "{stdout}");
     assert_eq!(server.requests(), 1);
+    // The size said is the server's, not the official archive's.
+    let said = format!("downloading {} ({}) into", server.url, size_said(bytes.len()));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&said), "{said:?} not in {}", text(&out));
     let files = ["data_batch_1.bin", "data_batch_5.bin", "test_batch.bin", "batches.meta.txt", "readme.html"];
     for f in files {
         assert!(folder(&cache).join(f).is_file(), "{f} missing");

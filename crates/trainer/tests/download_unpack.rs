@@ -9,7 +9,7 @@ use common::archive;
 use std::path::Path;
 use std::time::Duration;
 use trainer::data::cache::{Target, ARCHIVE, FOLDER};
-use trainer::data::download::{ensure, Source};
+use trainer::data::download::{ensure, ensure_offline, Source};
 use trainer::data::unpack::{unpack, unpack_into, Failure};
 use trainer::data::*;
 
@@ -130,13 +130,20 @@ fn unpacking_is_all_or_nothing() {
     let partial = cache.path().join(format!(".{FOLDER}.partial"));
     let archive_path = cache.path().join(ARCHIVE);
 
-    // A refused archive: no folder, no partial folder, and the archive is gone.
+    // A refused archive: no folder, no partial folder, and the archive is
+    // moved aside (it may be the user's own file), never over an earlier one.
     let mut members = archive::official_members(1);
     members.remove(3);
-    std::fs::write(&archive_path, archive::raw(&members)).unwrap();
-    let m = unpack(&archive_path, &target).unwrap_err().to_string();
-    assert!(m.contains("data_batch_3.bin is missing") && m.ends_with("the archive was removed"), "{m}");
-    assert!(!archive_path.exists() && !partial.exists() && !target.folder().exists());
+    let refused_bytes = archive::raw(&members);
+    let aside = cache.path().join(format!("{ARCHIVE}.refused"));
+    for (round, moved_to) in [(1, aside.clone()), (2, cache.path().join(format!("{ARCHIVE}.refused-2")))] {
+        std::fs::write(&archive_path, &refused_bytes).unwrap();
+        let m = unpack(&archive_path, &target).unwrap_err().to_string();
+        let said = format!("the archive was moved aside to {}", moved_to.display());
+        assert!(m.contains("data_batch_3.bin is missing") && m.contains(&said), "round {round}: {m}");
+        assert!(std::fs::read(&moved_to).unwrap() == refused_bytes, "round {round}");
+        assert!(!archive_path.exists() && !partial.exists() && !target.folder().exists());
+    }
 
     // A leftover of an interrupted unpack (every file, not yet renamed) is
     // not data to the search, and the next unpack replaces it.
@@ -189,13 +196,43 @@ fn first_use_checks_a_hand_placed_archive_then_later_runs_find_the_cache() {
 }
 
 #[test]
-fn a_hand_placed_archive_with_a_wrong_checksum_is_removed() {
+fn a_hand_placed_archive_with_a_wrong_checksum_is_moved_aside_never_deleted() {
     let cache = TempDir::new().unwrap();
     let path = cache.path().join(ARCHIVE);
-    std::fs::write(&path, archive::official(1)).unwrap();
-    let m = ensure(&Target::cache(cache.path().to_path_buf()), &offline(MD5_ANY)).unwrap_err().to_string();
-    assert!(m.contains(&format!("expected {MD5_ANY}")) && m.contains("so it was removed"), "{m}");
-    assert!(!path.exists() && !cache.path().join(FOLDER).exists());
+    let bytes = archive::official(1);
+    let md5 = archive::md5_hex(&bytes);
+    let aside = cache.path().join(format!("{ARCHIVE}.md5-{md5}"));
+    let target = Target::cache(cache.path().to_path_buf());
+    // Offline: the error says where it went and how to accept it.
+    std::fs::write(&path, &bytes).unwrap();
+    let m = ensure_offline(&target, &offline(MD5_ANY)).unwrap_err().to_string();
+    let needles =
+        [format!("expected {MD5_ANY}"), aside.display().to_string(), format!("GAPNET_CIFAR10_MD5={md5}")];
+    for needle in &needles {
+        assert!(m.contains(needle.as_str()), "{needle:?} not in {m}");
+    }
+    assert!(!path.exists() && std::fs::read(&aside).unwrap() == bytes && !target.folder().exists());
+    // Online: moved aside, then the download is tried (and fails here).
+    std::fs::rename(&aside, &path).unwrap();
+    let m = ensure(&target, &offline(MD5_ANY)).unwrap_err().to_string();
+    assert!(m.contains("http://127.0.0.1:9/never"), "{m}");
+    assert!(!path.exists() && std::fs::read(&aside).unwrap() == bytes);
+    // Accepted with its own checksum, it unpacks.
+    std::fs::rename(&aside, &path).unwrap();
+    assert_eq!(ensure_offline(&target, &offline(&md5)).unwrap(), target.folder());
+}
+
+#[test]
+fn downloading_off_unpacks_an_archive_in_the_cache() {
+    let cache = TempDir::new().unwrap();
+    let bytes = archive::official(1);
+    let md5 = archive::md5_hex(&bytes);
+    std::fs::write(cache.path().join(ARCHIVE), &bytes).unwrap();
+    let off =
+        FirstUse { download: false, cache: Ok(cache.path().to_path_buf()), source: || Ok(offline(&md5)) };
+    let dir = locate_in(None, None, &[], off).unwrap();
+    assert_eq!(dir, cache.path().join(FOLDER));
+    assert_eq!(load(&dir, &[]).unwrap().train.len(), 50);
 }
 
 #[test]
@@ -205,7 +242,8 @@ fn downloading_off_names_the_cache_and_the_ways_out() {
         FirstUse { download: false, cache: Ok(cache.path().to_path_buf()), source: || unreachable!() };
     let m = locate_in(None, None, &[], first).unwrap_err().to_string();
     let missing = format!("{} (missing)", cache.path().join(FOLDER).display());
-    for needle in [missing.as_str(), "--no-download", "trainer fetch"] {
+    let no_archive = format!("{} (no archive)", cache.path().join(ARCHIVE).display());
+    for needle in [missing.as_str(), no_archive.as_str(), "--no-download", "trainer fetch"] {
         assert!(m.contains(needle), "{needle:?} not in {m}");
     }
     assert!(!cache.path().join(".cifar-10.lock").exists(), "nothing is written when downloading is off");

@@ -11,6 +11,9 @@ pub const ARCHIVE: &str = "cifar-10-binary.tar.gz";
 /// The folder the archive unpacks to, inside the cache.
 pub const FOLDER: &str = "cifar-10-batches-bin";
 
+/// The MD5 a mirror's archive must have (the official one's by default).
+pub const MD5_VAR: &str = "GAPNET_CIFAR10_MD5";
+
 /// The environment variable that moves the cache folder.
 pub const CACHE_VAR: &str = "GAPNET_CACHE";
 

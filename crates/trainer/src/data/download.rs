@@ -34,7 +34,7 @@ pub const MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 /// point at a loopback server), the cache folder, the off switch, and the
 /// network timeout in seconds.
 pub const URL_VAR: &str = "GAPNET_CIFAR10_URL";
-pub const MD5_VAR: &str = "GAPNET_CIFAR10_MD5";
+pub use super::cache::MD5_VAR;
 pub const NO_DOWNLOAD_VAR: &str = "GAPNET_NO_DOWNLOAD";
 pub const TIMEOUT_VAR: &str = "GAPNET_DOWNLOAD_TIMEOUT";
 
@@ -113,6 +113,16 @@ fn complete(folder: &Path) -> bool {
 /// (downloaded earlier, or placed by hand), else downloaded from `source`.
 /// Says what it does on stderr, with a progress bar on a terminal.
 pub fn ensure(target: &Target, source: &Source) -> Result<PathBuf> {
+    ensure_with(target, source, true)
+}
+
+/// [`ensure`] without the network: an archive already in `target` is
+/// checked and unpacked; none, or one that fails the check, is an error.
+pub fn ensure_offline(target: &Target, source: &Source) -> Result<PathBuf> {
+    ensure_with(target, source, false)
+}
+
+fn ensure_with(target: &Target, source: &Source, may_download: bool) -> Result<PathBuf> {
     let folder = target.folder();
     if complete(&folder) {
         return Ok(folder);
@@ -140,9 +150,11 @@ pub fn ensure(target: &Target, source: &Source) -> Result<PathBuf> {
     // A partial download of a killed run is of no use (no resumed transfers).
     let _ = fs::remove_file(target.dir.join(format!("{ARCHIVE}.part")));
     let archive = target.dir.join(ARCHIVE);
-    if archive.is_file() {
-        check_file(&archive, source)?;
-    } else {
+    let checked = archive.is_file() && check_file(&archive, source, may_download)?;
+    if !checked {
+        if !may_download {
+            bail!("{}: no archive there, and downloading is off", archive.display());
+        }
         download(target, source, &archive)?;
     }
     unpack::unpack(&archive, target)?;
@@ -153,8 +165,12 @@ pub fn ensure(target: &Target, source: &Source) -> Result<PathBuf> {
     // The lock is released when `lock` is dropped, or by the OS if we are killed.
 }
 
-/// Checks the MD5 of an archive found in the cache; a mismatch removes it.
-fn check_file(archive: &Path, source: &Source) -> Result<()> {
+/// Checks the MD5 of an archive found in the cache (a hand-placed copy, or
+/// one whose unpacking was cut short). A copy that fails is never deleted:
+/// it is moved aside, and then, when `may_download`, `Ok(false)` lets the
+/// download replace it; otherwise the error says where it went and how to
+/// accept it.
+fn check_file(archive: &Path, source: &Source, may_download: bool) -> Result<bool> {
     eprintln!("checking {} (found in the cache)", archive.display());
     let mut file = File::open(archive).map_err(|e| anyhow!("{}: cannot read ({e})", archive.display()))?;
     let mut md5 = Md5::new();
@@ -168,16 +184,23 @@ fn check_file(archive: &Path, source: &Source) -> Result<()> {
         }
     }
     let got = hex(&md5.finalize());
-    if got != source.md5 {
-        let _ = fs::remove_file(archive);
-        bail!(
-            "{}: MD5 {got}, expected {}: not the CIFAR-10 archive (corrupt or partial), so it was removed; \
-             run again to download it afresh",
-            archive.display(),
-            source.md5
-        );
+    if got == source.md5 {
+        return Ok(true);
     }
-    Ok(())
+    let aside = archive.with_file_name(format!("{ARCHIVE}.md5-{got}"));
+    fs::rename(archive, &aside).map_err(|e| anyhow!("{}: cannot move it aside ({e})", archive.display()))?;
+    let why = format!(
+        "{}: MD5 {got}, expected {}: not the official archive, so it was moved aside to {} (to use that copy \
+         anyway, move it back and set {MD5_VAR}={got})",
+        archive.display(),
+        source.md5,
+        aside.display()
+    );
+    if !may_download {
+        bail!("{why}");
+    }
+    eprintln!("warning: {why}; downloading the official one");
+    Ok(false)
 }
 
 /// Removes a file when dropped, unless disarmed: no partial download
@@ -207,9 +230,10 @@ fn download(target: &Target, source: &Source, archive: &Path) -> Result<()> {
     let url = &source.url;
     let by_hand = by_hand(target, source);
     let secs = source.timeout.as_secs_f64();
-    eprintln!("downloading {url} (about 170 MB) into {}", target.dir.display());
     let mut response = get(source, &by_hand)?;
     let expected = response.body().content_length();
+    let size = expected.map_or_else(|| "size not given".to_string(), mb);
+    eprintln!("downloading {url} ({size}) into {}", target.dir.display());
     if let Some(n) = expected.filter(|&n| n > MAX_ARCHIVE) {
         bail!("cannot download CIFAR-10: {url} offers {} bytes, not the ~170 MB archive; {by_hand}", n);
     }

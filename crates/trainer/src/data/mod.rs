@@ -69,8 +69,19 @@ pub fn locate_in<S: FnOnce() -> Result<download::Source>>(
         Found::Nothing(looked) => looked,
     };
     if !first_use.download {
+        // An archive placed in the cache by hand needs no network.
+        if let Ok(dir) = &first_use.cache {
+            let target = cache::Target::cache(dir.clone());
+            if target.dir.join(cache::ARCHIVE).is_file() {
+                return download::ensure_offline(&target, &(first_use.source)()?);
+            }
+        }
+        let archive = match &first_use.cache {
+            Ok(dir) => format!(", {} (no archive)", dir.join(cache::ARCHIVE).display()),
+            Err(_) => String::new(),
+        };
         bail!(
-            "no data directory found; looked in: {looked}. Downloading is off (--no-download or \
+            "no data directory found; looked in: {looked}{archive}. Downloading is off (--no-download or \
              {}): run `trainer fetch` (downloads the official CIFAR-10 archive into the cache) or pass \
              --data DIR / set {ENV_VAR}",
             download::NO_DOWNLOAD_VAR

@@ -77,9 +77,18 @@ pub fn unpack(archive: &Path, target: &Target) -> Result<()> {
             Ok(()) => {}
             Err(Failure::Archive(e)) => {
                 // Checked by MD5 yet unreadable or not the official layout: only a mirror
-                // with its own checksum gets here, and keeping the file would fail every run.
-                let _ = fs::remove_file(archive);
-                bail!("{e}; the archive was removed");
+                // with its own checksum gets here. Left in place it would fail every run;
+                // it may be the user's own file, so it is moved aside, never deleted.
+                let aside = refused_name(archive);
+                match fs::rename(archive, &aside) {
+                    Ok(()) => bail!(
+                        "{e}; the archive was moved aside to {} (not the official CIFAR-10 layout: \
+                         delete it, or unset {} to download the official archive)",
+                        aside.display(),
+                        super::cache::MD5_VAR
+                    ),
+                    Err(r) => bail!("{e}; and it cannot be moved aside ({r}): delete {}", archive.display()),
+                }
             }
             Err(Failure::Write(path, e)) => return Err(target.write_error(&path, e)),
         }
@@ -186,4 +195,17 @@ pub fn unpack_into(reader: impl Read, archive: &Path, to: &Path) -> std::result:
         }
     }
     Ok(())
+}
+
+/// A free name beside `archive` for a refused copy: `<name>.refused`, then
+/// `<name>.refused-2`, ... (an earlier refused copy is never replaced).
+fn refused_name(archive: &Path) -> PathBuf {
+    let name = archive.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    (1..)
+        .map(|i| match i {
+            1 => archive.with_file_name(format!("{name}.refused")),
+            i => archive.with_file_name(format!("{name}.refused-{i}")),
+        })
+        .find(|p| fs::symlink_metadata(p).is_err())
+        .expect("some name is free")
 }
