@@ -144,7 +144,40 @@ pub const LOCK: &str = ".lock";
 /// process ends, however it ends).
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for RunLock {
+    /// The file stays (removing it would race with the next process to
+    /// lock it) but says nothing once released: a leftover is harmless.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// Refuse a lock path that exists as anything but a regular file: opening
+/// a FIFO would wait forever, and a device or folder is not a lock file.
+pub fn check_lock_path(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => bail!(
+            "{}: is {}, not a lock file; remove it (a leftover regular file there is harmless)",
+            path.display(),
+            graph::bounded::describe(meta.file_type())
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Open `path` as a lock file, creating it; see [`check_lock_path`].
+fn open_lock_file(path: &Path) -> Result<File> {
+    check_lock_path(path)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("{}: cannot open the run folder's lock file", path.display()))
 }
 
 impl RunLock {
@@ -152,13 +185,7 @@ impl RunLock {
     /// process that holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
         let path = dir.join(LOCK);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("{}: cannot open the run folder's lock file", path.display()))?;
+        let mut file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -184,7 +211,7 @@ impl RunLock {
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .with_context(|| format!("{}: cannot write the lock file", path.display()))?;
-        Ok(RunLock { _file: file })
+        Ok(RunLock { file })
     }
 }
 
@@ -199,7 +226,25 @@ mod tests {
         let e = RunLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(e.contains(&format!("process {} is training into this folder", std::process::id())), "{e}");
         drop(first);
+        // Released: the file stays, empty (no stale pid in it).
+        let lock = dir.path().join(LOCK);
+        assert_eq!(fs::read(&lock).unwrap(), b"");
         RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_path_that_is_not_a_regular_file_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK);
+        let c = std::ffi::CString::new(lock.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = RunLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("a FIFO (named pipe), not a lock file"), "{e}");
+        fs::remove_file(&lock).unwrap();
+        fs::create_dir(&lock).unwrap();
+        let e = RunLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a lock file"), "{e}");
     }
 
     #[test]

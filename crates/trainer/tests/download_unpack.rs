@@ -248,3 +248,14 @@ fn downloading_off_names_the_cache_and_the_ways_out() {
     }
     assert!(!cache.path().join(".cifar-10.lock").exists(), "nothing is written when downloading is off");
 }
+
+#[test]
+fn a_cache_lock_that_is_a_fifo_is_refused_not_waited_on() {
+    let cache = TempDir::new().unwrap();
+    let lock = cache.path().join(".cifar-10.lock");
+    let c = std::ffi::CString::new(lock.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let m = ensure(&Target::cache(cache.path().to_path_buf()), &offline(MD5_ANY)).unwrap_err().to_string();
+    assert!(m.contains(&lock.display().to_string()) && m.contains("FIFO"), "{m}");
+}

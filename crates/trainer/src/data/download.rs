@@ -129,6 +129,7 @@ fn ensure_with(target: &Target, source: &Source, may_download: bool) -> Result<P
     }
     fs::create_dir_all(&target.dir).map_err(|e| target.write_error(&target.dir, e))?;
     let lock_path = target.dir.join(LOCK);
+    crate::fsops::check_lock_path(&lock_path)?;
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
