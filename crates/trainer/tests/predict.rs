@@ -114,7 +114,7 @@ fn predict_gives_the_models_probabilities_for_records_saved_as_png() {
         stdout.contains("r0.png: ") && stdout.contains("(airplane 0.") && stdout.contains(", ship 0."),
         "{stdout}"
     );
-    let cam = std::fs::read(root.join("cam/r0.cam.png")).unwrap();
+    let cam = std::fs::read(root.join("cam/r0.png.cam.png")).unwrap();
     assert_eq!(&cam[..8], b"\x89PNG\r\n\x1a\n");
 
     // Grey, 16-bit, alpha and other sizes are converted, and the line says so.
@@ -168,6 +168,40 @@ fn predict_gives_the_models_probabilities_for_records_saved_as_png() {
         let out = command(&["predict", "--checkpoint", m, s(&path)]).output().unwrap();
         one_line_error(&out, &[s(&path), needle], file);
     }
+    // A folder with a bad file among good ones: the good ones are
+    // classified, the bad one named with its reason, and the command fails.
+    let mixed = root.join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::copy(pics.join("r0.png"), mixed.join("good.png")).unwrap();
+    std::fs::write(mixed.join("text.png"), "hello").unwrap();
+    let out = command(&["predict", "--checkpoint", m, s(&mixed)]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("{}: ", mixed.join("good.png").display())), "{}", text(&out));
+    let skipped = format!("warning: skipped {}: cannot decode the image", mixed.join("text.png").display());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&skipped), "{}", text(&out));
+    one_line_error(&out, &["1 of the 2 pictures could not be read", "the others were classified"], "mixed");
+
+    // Maps of pictures with the same stem, or the same name in two
+    // folders, each get a file of their own, and the names printed exist.
+    let same = root.join("same");
+    for dir in ["a", "b"] {
+        std::fs::create_dir_all(same.join(dir)).unwrap();
+        std::fs::copy(pics.join("r0.png"), same.join(dir).join("x.png")).unwrap();
+    }
+    std::fs::copy(pics.join("r1.png"), same.join("a/x.jpg")).unwrap();
+    let cams = root.join("cams");
+    let names = ["a/x.jpg", "a/x.png", "b/x.png"].map(|n| same.join(n));
+    let out = trainer(
+        &[&["predict", "--checkpoint", m, "--cam", s(&cams)][..], &names.each_ref().map(|p| s(p))].concat(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for file in ["x.jpg.cam.png", "x.png.cam.png", "x.png-2.cam.png"] {
+        let path = cams.join(file);
+        assert!(stdout.contains(&format!("wrote {}", path.display())), "{file} not said:\n{stdout}");
+        assert_eq!(&std::fs::read(&path).unwrap()[..8], b"\x89PNG\r\n\x1a\n", "{file}");
+    }
+    assert_eq!(std::fs::read_dir(&cams).unwrap().count(), 3);
+
     // A checkpoint without its normalisation is refused, naming what is missing.
     let mut st = Safetensors::parse(&std::fs::read(&model).unwrap());
     let mut meta = st.gapnet();

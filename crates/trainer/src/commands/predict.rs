@@ -150,79 +150,138 @@ fn softmax(z: &[f32]) -> Vec<f64> {
     e.iter().map(|v| v / total).collect()
 }
 
+/// A picture that was read: its path, its bytes at the model's shape and
+/// what was converted.
+struct Picture {
+    path: PathBuf,
+    chw: Vec<u8>,
+    notes: Vec<String>,
+}
+
+/// Classify every picture that can be read; each one that cannot is
+/// reported on stderr with the reason, and then the command fails.
 pub fn run(args: &PredictArgs) -> Result<()> {
     if args.images.is_empty() {
         bail!("name at least one image or folder");
     }
     let ck = Checkpoint::read(&args.checkpoint)?;
     let images = expand(&args.images)?;
-    let input = ck.input;
-    let mut bytes = Vec::with_capacity(images.len() * input.len());
-    let mut notes = Vec::with_capacity(images.len());
-    for path in &images {
-        let (chw, note) = prepare(decode(path)?, input).with_context(|| path.display().to_string())?;
-        bytes.extend(chw);
-        notes.push(note);
+    let (pictures, mut errors) = read_all(&images, ck.input);
+    let failed = errors.len();
+    if pictures.is_empty() && failed == 1 {
+        return Err(errors.remove(0));
+    }
+    for e in &errors {
+        eprintln!("warning: skipped {e:#}");
+    }
+    if pictures.is_empty() {
+        bail!("none of the {failed} pictures could be read (each is named above)");
     }
     let ds = Dataset {
-        images: bytes,
-        labels: vec![0; images.len()],
-        shape: [input.c, input.h, input.w],
+        images: pictures.iter().flat_map(|p| p.chw.iter().copied()).collect(),
+        labels: vec![0; pictures.len()],
+        shape: [ck.input.c, ck.input.h, ck.input.w],
         class_names: ck.classes.clone(),
     };
-    let batch = ck.batch().min(ds.len());
-    let mut plan = ck.plan(batch)?;
-    let k = ck.classes.len();
-    let mut logits = vec![0.0f32; ds.len() * k];
-    let mut x = vec![0.0f32; batch * input.len()];
-    let all: Vec<usize> = (0..ds.len()).collect();
-    for (idx, out) in all.chunks(batch).zip(logits.chunks_mut(batch * k)) {
-        let xs = &mut x[..idx.len() * input.len()];
-        // The same normalisation code as training and `eval`.
-        fill_batch(&ds, idx, &ck.norm, None, 0, 0, xs);
-        plan.predict(xs, out);
-    }
+    let (plan, logits) = classify(&ck, &ds)?;
     if let Some(dir) = &args.cam {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--cam {}: cannot create the folder", dir.display()))?;
     }
-    for (i, path) in images.iter().enumerate() {
+    let k = ck.classes.len();
+    let mut cam_names = Vec::new();
+    for (i, picture) in pictures.iter().enumerate() {
         let z = &logits[i * k..(i + 1) * k];
-        let p = softmax(z);
-        let best = argmax(z);
-        if args.json {
-            let probs: serde_json::Map<String, serde_json::Value> =
-                ck.classes.iter().zip(&p).map(|(c, &v)| (c.clone(), v.into())).collect();
-            let line = serde_json::json!({
-                "image": path.display().to_string(),
-                "class": ck.classes[best],
-                "probabilities": probs,
-                "notes": notes[i],
-            });
-            println!("{line}");
-        } else {
-            let mut line = format!("{}: {} {:.4}  (", path.display(), ck.classes[best], p[best]);
-            for (j, (c, v)) in ck.classes.iter().zip(&p).enumerate() {
-                let _ = write!(line, "{}{c} {v:.4}", if j > 0 { ", " } else { "" });
-            }
-            line.push(')');
-            if !notes[i].is_empty() {
-                let _ = write!(line, "  [{}]", notes[i].join("; "));
-            }
-            println!("{line}");
-        }
+        println!("{}", prediction_line(args.json, &ck.classes, picture, z));
         if let Some(dir) = &args.cam {
-            let out = write_cam(&ck, &plan, &ds, i, z, path, dir)?;
+            let out = dir.join(cam_name(&picture.path, &mut cam_names));
+            write_cam(&ck, &plan, &ds, i, z, &picture.path, &out)?;
             if !args.json {
                 println!("  wrote {}", out.display());
             }
         }
     }
+    if failed > 0 {
+        bail!(
+            "{failed} of the {} pictures could not be read (each is named above); the others were classified",
+            images.len()
+        );
+    }
     Ok(())
 }
 
+/// Every picture of `images` that decodes, at the model's `input` shape,
+/// and the error of each one that does not.
+fn read_all(images: &[PathBuf], input: Shape) -> (Vec<Picture>, Vec<anyhow::Error>) {
+    let (mut pictures, mut errors) = (Vec::with_capacity(images.len()), Vec::new());
+    for path in images {
+        match decode(path).and_then(|img| prepare(img, input).with_context(|| path.display().to_string())) {
+            Ok((chw, notes)) => pictures.push(Picture { path: path.clone(), chw, notes }),
+            Err(e) => errors.push(e),
+        }
+    }
+    (pictures, errors)
+}
+
+/// The model's plan and the logits of every image of `ds`, in batches.
+fn classify(ck: &Checkpoint, ds: &Dataset) -> Result<(graph::Plan, Vec<f32>)> {
+    let batch = ck.batch().min(ds.len());
+    let mut plan = ck.plan(batch)?;
+    let (k, len) = (ck.classes.len(), ds.image_len());
+    let mut logits = vec![0.0f32; ds.len() * k];
+    let mut x = vec![0.0f32; batch * len];
+    let all: Vec<usize> = (0..ds.len()).collect();
+    for (idx, out) in all.chunks(batch).zip(logits.chunks_mut(batch * k)) {
+        let xs = &mut x[..idx.len() * len];
+        // The same normalisation code as training and `eval`.
+        fill_batch(ds, idx, &ck.norm, None, 0, 0, xs);
+        plan.predict(xs, out);
+    }
+    Ok((plan, logits))
+}
+
+/// One picture's line: the class, its probability and every class's, and
+/// what was converted; or the same as a JSON object.
+fn prediction_line(json: bool, classes: &[String], picture: &Picture, z: &[f32]) -> String {
+    let (p, best) = (softmax(z), argmax(z));
+    if json {
+        let probs: serde_json::Map<String, serde_json::Value> =
+            classes.iter().zip(&p).map(|(c, &v)| (c.clone(), v.into())).collect();
+        let line = serde_json::json!({
+            "image": picture.path.display().to_string(),
+            "class": classes[best],
+            "probabilities": probs,
+            "notes": picture.notes,
+        });
+        return line.to_string();
+    }
+    let mut line = format!("{}: {} {:.4}  (", picture.path.display(), classes[best], p[best]);
+    for (j, (c, v)) in classes.iter().zip(&p).enumerate() {
+        let _ = write!(line, "{}{c} {v:.4}", if j > 0 { ", " } else { "" });
+    }
+    line.push(')');
+    if !picture.notes.is_empty() {
+        let _ = write!(line, "  [{}]", picture.notes.join("; "));
+    }
+    line
+}
+
+/// The map's file name for `path`: its file name (extension kept, so
+/// `x.png` and `x.jpg` differ) plus `.cam.png`, numbered when an earlier
+/// picture of this run already took it (`x.png-2.cam.png`).
+fn cam_name(path: &Path, taken: &mut Vec<String>) -> String {
+    let base = path.file_name().map_or("image".into(), |s| s.to_string_lossy().into_owned());
+    let name = (1..)
+        .map(|n| if n == 1 { format!("{base}.cam.png") } else { format!("{base}-{n}.cam.png") })
+        .find(|name| !taken.contains(name))
+        .expect("some name is free");
+    taken.push(name.clone());
+    name
+}
+
 /// The image with the map of its predicted class (CAM for a GAP head,
-/// Grad-CAM otherwise) and of the runner-up, drawn as `explain` draws a row.
+/// Grad-CAM otherwise) and of the runner-up, drawn as `explain` draws a
+/// row, written to `out`.
 fn write_cam(
     ck: &Checkpoint,
     plan: &graph::Plan,
@@ -230,8 +289,8 @@ fn write_cam(
     i: usize,
     z: &[f32],
     path: &Path,
-    dir: &Path,
-) -> Result<PathBuf> {
+    out: &Path,
+) -> Result<()> {
     let head = probe::head(plan).map_err(|e| anyhow!("--cam: {}: {e}", ck.file))?;
     let mut norm = vec![0.0f32; 2 * ds.image_len()];
     fill_batch(ds, &[i, i], &ck.norm, None, 0, 0, &mut norm);
@@ -272,9 +331,6 @@ fn write_cam(
     let method = if head.cam { "CAM" } else { "Grad-CAM" };
     let title = format!("{}: {method} of {}", ck.spec.name, plan.nodes()[head.feature].name);
     let canvas = camgrid::render(&title, "= the row's max", &[row], h, w)?;
-    let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
-    let out = dir.join(format!("{stem}.cam.png"));
-    crate::fsops::write_atomic(&out, &canvas.to_png()?)
-        .with_context(|| format!("{}: cannot write", out.display()))?;
-    Ok(out)
+    crate::fsops::write_atomic(out, &canvas.to_png()?)
+        .with_context(|| format!("{}: cannot write", out.display()))
 }

@@ -64,7 +64,11 @@ pub enum Command {
                   resized as torchvision's Resize + CenterCrop does (shorter side to the model's input size, \
                   bilinear, then the centre; an image already of that size is used as is), converted to the \
                   model's channels (grey, 16-bit and alpha images are converted, and the line says so) and \
-                  normalised with the mean and std stored in the checkpoint. Reads no data set."
+                  normalised with the mean and std stored in the checkpoint. Reads no data set.\n\n\
+                  A model always answers one of the classes it was trained on: an airplane/ship model calls \
+                  any picture, a cat or plain noise too, an airplane or a ship, often with a high probability. \
+                  A picture that cannot be read is skipped with a warning; the others are classified and the \
+                  command then fails."
     )]
     Predict(PredictArgs),
     /// Download the official CIFAR-10 archive, check its MD5 and unpack it (what the other commands do on first use)
