@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{make_data, s, tmp, trainer};
+use common::{make_data, s, text, tmp, trainer};
 
 #[test]
 fn train_writes_every_output_and_eval_reproduces_the_accuracy() {
@@ -170,4 +170,22 @@ fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("--features mpi") && err.contains("/nonexistent"), "{err}");
+}
+
+#[test]
+fn a_warning_about_the_settings_is_printed_once() {
+    let root = tmp("cli-warn-once");
+    let data = root.join("data");
+    make_data(&data, 30, 10);
+    let args = ["train", "--data", s(&data), "--epochs", "1", "--threads", "1"];
+    for (flags, warning) in [
+        (["--limit-train", "99999"], "warning: --limit-train 99999 is more than the 30 images there are"),
+        (["--batch", "100000"], "warning: --batch 100000 is more than the 30 training images"),
+    ] {
+        let out = root.join(flags[0].trim_start_matches('-'));
+        let o = trainer(&[&args[..], &flags, &["--out", s(&out)]].concat());
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(stderr.matches(warning).count(), 1, "{warning:?} once:\n{}", text(&o));
+    }
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -59,8 +59,9 @@ struct TrainJob {
 
 /// Rank 0's part of `train` before anything is trained: the settings
 /// (from the command line, or the run's `config.json` when resuming),
-/// checked, and the run folder, locked.
-fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::RunLock)> {
+/// checked, the run folder, locked, and for a fresh run the data it
+/// loaded for those checks.
+fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::RunLock, Option<data::Splits>)> {
     Ok(match &args.resume {
         Some(dir) => {
             if let Some(id) = given.iter().find(|id| !RESUME_MAY_CHANGE.contains(&id.as_str())) {
@@ -98,28 +99,37 @@ fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::Run
                 fsops::write_atomic(&path, serde_json::to_string_pretty(&config)?.as_bytes())
                     .with_context(|| format!("{}: cannot write", path.display()))?;
             }
-            (TrainJob { config, out: dir.clone(), previous: Some(saved) }, lock)
+            (TrainJob { config, out: dir.clone(), previous: Some(saved) }, lock, None)
         }
         None => {
             let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
             let mut config = config::configure(&args.model, &with_all_classes(&args.run, &dir)?, &dir)?;
             // Everything is checked (data, classes, shapes) before the folder exists.
-            load_data_recording_paths(std::slice::from_mut(&mut config))?;
+            let splits = load_data_recording_paths(std::slice::from_mut(&mut config))?;
             let out = args.run.out.clone().unwrap_or_else(|| default_out(&config.spec.name));
             let lock = fresh_out(&out)?;
-            (TrainJob { config, out, previous: None }, lock)
+            (TrainJob { config, out, previous: None }, lock, Some(splits))
         }
     })
 }
 
 pub fn run(args: TrainArgs, given: &[String], team: &Team) -> Result<()> {
     set_threads(args.run.threads)?;
-    let (job, _lock) = split_claim(team.is_root().then(|| claim_run(&args, given)));
+    // Rank 0 keeps the data a fresh run loaded to check its settings; the
+    // others, and a resumed run, load it here.
+    let mut loaded = None;
+    let claim = team.is_root().then(|| {
+        claim_run(&args, given).map(|(job, lock, splits)| {
+            loaded = splits;
+            (job, lock)
+        })
+    });
+    let (job, _lock) = split_claim(claim);
     let TrainJob { config, out, previous } = team.share(job)?;
     // Only now: a first-use download before this point stops on Ctrl-C at once
     // (it leaves nothing the loader would take), rather than waiting for a batch.
     interrupt::install()?;
-    let splits = team.check_data(load_data(std::slice::from_ref(&config)))?;
+    let splits = team.check_data(loaded.map_or_else(|| load_data(std::slice::from_ref(&config)), Ok))?;
     println!(
         "training {} ({} recipe) on {} train / {} test images from {}; output in {}",
         config.spec.name,

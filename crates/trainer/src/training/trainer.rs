@@ -417,6 +417,13 @@ pub fn prepare_data(mut splits: Splits, config: &RunConfig) -> Result<Splits> {
     if splits.train.is_empty() || splits.test.is_empty() {
         bail!("{}: the training or test split is empty", splits.dir.display());
     }
+    if config.batch > splits.train.len() {
+        eprintln!(
+            "warning: --batch {} is more than the {} training images: every epoch is one step over all of them",
+            config.batch,
+            splits.train.len()
+        );
+    }
     Ok(splits)
 }
 
