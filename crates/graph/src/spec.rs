@@ -140,6 +140,7 @@ const CONTEXT_AFTER: usize = 40;
 /// caret beneath the column, as compilers show them. Without a span, the
 /// message alone. The message is cut short too: it may quote a value.
 pub fn toml_error(text: &str, message: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let span = span.map(|s| unknown_key_span(text, message, s.clone()).unwrap_or(s));
     let message = crate::brief::text(message.trim(), 200);
     let Some(span) = span else { return message };
     let mut start = span.start.min(text.len());
@@ -171,6 +172,31 @@ pub fn toml_error(text: &str, message: &str, span: Option<std::ops::Range<usize>
         column + 1,
         " ".repeat(pad)
     )
+}
+
+/// The span of the key an "unknown field `k`" error is about: toml
+/// reports such an error at the start of the table (`[[layers]]`), and the
+/// misspelt key is a line of that table, up to the next header.
+fn unknown_key_span(
+    text: &str,
+    message: &str,
+    span: std::ops::Range<usize>,
+) -> Option<std::ops::Range<usize>> {
+    let key = message.split("unknown field `").nth(1)?.split('`').next()?;
+    let mut at = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+    for (i, line) in text[at..].split_inclusive('\n').enumerate() {
+        let body = line.trim_start();
+        if i > 0 && body.starts_with('[') {
+            return None;
+        }
+        let indent = line.len() - body.len();
+        let rest = body.strip_prefix(key).map(str::trim_start);
+        if rest.is_some_and(|r| r.starts_with('=')) {
+            return Some(at + indent..at + indent + key.len());
+        }
+        at += line.len();
+    }
+    None
 }
 
 /// Names accepted by [`preset`].

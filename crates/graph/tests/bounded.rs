@@ -142,6 +142,17 @@ fn toml_errors_show_the_line_and_a_caret() {
     assert!(lines[0].starts_with("line 3, column 8: unknown variant `lstm`"), "{e}");
     assert_eq!(lines[1], " 3 | type = \"lstm\"");
     assert_eq!(lines[2], "   |        ^^^^^^");
+    // A misspelt key: the caret is on the key, not on its table's header
+    // (where toml reports it); a key of a later table is not taken.
+    let typo =
+        "name = \"x\"\n[[layers]]\ntype = \"conv\"\n  filtres = 4\nsize = 3\n[[layers]]\nfiltres = 1\n";
+    let e = ModelSpec::from_toml(typo).unwrap_err();
+    let lines: Vec<&str> = e.lines().collect();
+    assert!(lines[0].starts_with("line 4, column 3: unknown field `filtres`"), "{e}");
+    assert_eq!(lines[1], " 4 |   filtres = 4");
+    assert_eq!(lines[2], "   |   ^^^^^^^");
+    let header_only = toml_error("[[layers]]\n[[layers]]\nk = 1\n", "unknown field `k`", Some(0..10));
+    assert!(header_only.starts_with("line 1, column 1"), "{header_only}");
     // A syntax error on a megabyte-long line: a window around the column.
     let long = format!("name = \"x\"\nlayers = [{}", "[".repeat(1 << 20));
     let e = ModelSpec::from_toml(&long).unwrap_err();

@@ -370,7 +370,12 @@ fn bad_model_spec_files_name_the_layer() {
         "unknown layer",
     );
     assert_eq!(lines[1], " 3 | type = \"lstm\"");
-    caret_error(&out(&typo), &[&format!("{typo}: line 2, column 1: unknown field `filter`")], "misspelt key");
+    let lines = caret_error(
+        &out(&typo),
+        &[&format!("{typo}: line 4, column 1: unknown field `filter`")],
+        "misspelt key",
+    );
+    assert_eq!(lines[1], " 4 | filter = 4");
     // A broken second model is refused before the first one trains.
     let out = run(&[
         "compare",

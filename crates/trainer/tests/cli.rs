@@ -189,3 +189,25 @@ fn a_warning_about_the_settings_is_printed_once() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_spec_files_runs_are_named_by_its_name_not_its_path() {
+    let root = tmp("cli-spec-name");
+    let data = root.join("data");
+    make_data(&data, 20, 10);
+    let spec = root.join("nets/tiny.toml");
+    std::fs::create_dir_all(spec.parent().unwrap()).unwrap();
+    let layers =
+        "[[layers]]\ntype = \"conv\"\nfilters = 4\nsize = 3\n[[layers]]\ntype = \"global_avg_pool\"\n\
+                  [[layers]]\ntype = \"dense\"\nunits = 2\n";
+    std::fs::write(&spec, format!("name = \"my-net\"\n{layers}")).unwrap();
+    let out = root.join("cmp");
+    let args = ["compare", "--models", s(&spec), "--data", s(&data), "--epochs", "1", "--out", s(&out)];
+    let o = trainer(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("\nmy-net epoch   1/1 ") && stdout.contains("| my-net | "), "{}", text(&o));
+    assert!(!stdout.contains(&format!("{} epoch", s(&spec))), "{stdout}");
+    // Its folder is still named after the file.
+    assert!(out.join("tiny/config.json").is_file());
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -100,7 +100,7 @@ pub fn run(args: CompareArgs, team: &Team) -> Result<()> {
     let series: Vec<plot::Series> = outcomes
         .iter()
         .map(|(c, o)| plot::Series {
-            label: c.model.as_str(),
+            label: c.spec.name.as_str(),
             rows: &o.rows,
             sample_error: c.recipe == config::Recipe::Seed,
         })
@@ -126,7 +126,7 @@ fn compare_table(outcomes: &[(&RunConfig, Outcome)]) -> String {
         let speed = o.rows.iter().map(|r| r.images_per_s).sum::<f64>() / o.rows.len() as f64;
         t += &format!(
             "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1} | {:.0} |\n",
-            config.model,
+            config.spec.name,
             o.params,
             last.test_acc,
             o.best_test_acc(),

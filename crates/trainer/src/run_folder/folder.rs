@@ -118,7 +118,7 @@ impl RunFolder {
         self.saved = Some(*at);
         plot::plot_curves(
             &self.out.join(CURVES),
-            &[plot::Series { label: &config.model, rows, sample_error: config.recipe == Recipe::Seed }],
+            &[plot::Series { label: &config.spec.name, rows, sample_error: config.recipe == Recipe::Seed }],
         )
     }
 

@@ -86,7 +86,7 @@ pub fn repair(
     if !rows.is_empty() && (changed || !curves.exists()) {
         plot::plot_curves(
             &curves,
-            &[plot::Series { label: &config.model, rows, sample_error: config.recipe == Recipe::Seed }],
+            &[plot::Series { label: &config.spec.name, rows, sample_error: config.recipe == Recipe::Seed }],
         )?;
         repaired.push(format!("{CURVES} ({})", if changed { "stale" } else { "missing" }));
     }

@@ -239,7 +239,7 @@ impl<'a> Trainer<'a> {
             eprintln!(
                 "warning: {} epoch {epoch}: {} output zero for every image of the first batch: \
                  dead units that pass no gradient back; try a lower --lr than {}",
-                self.config.model,
+                self.config.spec.name,
                 dead.join(", "),
                 self.config.lr
             );
@@ -331,7 +331,7 @@ impl<'a> Trainer<'a> {
         };
         format!(
             "{}  data {:.1}%{comm}{skipped}",
-            epoch_line(&self.config.model, row, self.config.epochs),
+            epoch_line(&self.config.spec.name, row, self.config.epochs),
             100.0 * sums.data_secs / train_secs
         )
     }
@@ -346,7 +346,7 @@ impl<'a> Trainer<'a> {
             eprintln!(
                 "warning: {} epoch {}: the training loss has stayed at chance ({:.4}, ln {k} = {:.4}) for \
                  {} epochs: the network is not learning (dead units?); try a lower --lr than {}",
-                self.config.model,
+                self.config.spec.name,
                 self.rows[self.rows.len() - 1].epoch,
                 self.rows[self.rows.len() - 1].train_ce,
                 (k as f64).ln(),
