@@ -116,6 +116,10 @@ fn compare_prints_a_table_and_one_plot_for_all_models() {
     for file in ["curves.png", "summary.md", "seed-gap/model.safetensors", "seed-fc20/metrics.csv"] {
         assert!(out.join(file).exists(), "{file}");
     }
+    // The comparison's folder is not a run: resuming it names the runs in it.
+    let o = common::run(&["train", "--resume", s(&out)]);
+    let each = format!("--resume {}, --resume {}", s(&out.join("seed-fc20")), s(&out.join("seed-gap")));
+    common::one_line_error(&o, &["holds the runs of a comparison", &each], "resume a comparison");
     std::fs::remove_dir_all(&root).unwrap();
 }
 

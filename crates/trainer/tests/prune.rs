@@ -63,8 +63,9 @@ fn pruned_checkpoint_is_read_by_eval_with_the_accuracy_prune_printed() {
         let changes: Vec<&str> = printed.lines().filter(|l| l.trim_start().starts_with("image ")).collect();
         let fixed = changes.iter().filter(|l| l.ends_with(", fixed)")).count();
         let broken = changes.iter().filter(|l| l.ends_with(", broken)")).count();
-        assert!(printed
-            .contains(&format!("{} predictions changed ({fixed} fixed, {broken} broken)", changes.len())));
+        let noun = if changes.len() == 1 { "prediction" } else { "predictions" };
+        let said = format!("{} {noun} changed ({fixed} fixed, {broken} broken)", changes.len());
+        assert!(printed.contains(&said), "{said:?} not in {printed}");
         assert_eq!(after as isize - before as isize, fixed as isize - broken as isize, "{printed}");
 
         // Surgery: fc1's columns of planes 0 and 3 are zero, every other number is the same bits.

@@ -200,3 +200,23 @@ fn sigterm_stops_like_ctrl_c_with_status_143_and_resumes_bit_identically() {
 fn sighup_stops_like_ctrl_c_with_status_129() {
     stop_with(libc::SIGHUP, "SIGHUP");
 }
+
+#[test]
+fn another_model_copied_over_model_safetensors_is_rebuilt_and_called_stale() {
+    let root = tmp("resume-stale-model");
+    let data = root.join("data");
+    make_data(&data, 40, 10);
+    let (gap, fc) = (root.join("gap"), root.join("fc"));
+    trainer(&start(&data, &gap, "1"));
+    trainer(&["train", "--model", "seed-fc", "--epochs", "1", "--data", s(&data), "--out", s(&fc)]);
+    let committed = std::fs::read(gap.join("model.safetensors")).unwrap();
+    // A larger file (the FC model) and a same-size edit are both stale.
+    for wrong in [std::fs::read(fc.join("model.safetensors")).unwrap(), vec![0u8; committed.len()]] {
+        std::fs::write(gap.join("model.safetensors"), &wrong).unwrap();
+        let o = trainer(&["train", "--resume", s(&gap)]);
+        let said = "rebuilt from the checkpoint: model.safetensors (stale: not the checkpoint's)";
+        assert!(String::from_utf8_lossy(&o.stdout).contains(said), "{}", text(&o));
+        assert!(std::fs::read(gap.join("model.safetensors")).unwrap() == committed);
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

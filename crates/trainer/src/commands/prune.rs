@@ -92,7 +92,8 @@ fn prune(loaded: &mut Loaded, head: &Head, planes: &[usize], args: &PruneArgs) -
     let labels = &loaded.test.labels;
     let fixed = changed.iter().filter(|&&(i, _, a)| a == labels[i] as usize).count();
     let broken = changed.iter().filter(|&&(i, b, _)| b == labels[i] as usize).count();
-    println!("{} predictions changed ({fixed} fixed, {broken} broken):", changed.len());
+    let noun = if changed.len() == 1 { "prediction" } else { "predictions" };
+    println!("{} {noun} changed ({fixed} fixed, {broken} broken):", changed.len());
     let name = |c: usize| loaded.classes[c].as_str();
     for &(i, b, a) in &changed {
         let y = labels[i] as usize;

@@ -2,7 +2,7 @@
 //! run folder. Rank 0 resolves the settings and claims the folder; every
 //! rank of a job then trains the same run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
@@ -78,7 +78,12 @@ fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::Run
             let path = dir.join(CONFIG);
             let text =
                 graph::bounded::read_text(&path, CONFIG_LIMIT, "run configuration").with_context(|| {
-                    format!("--resume {}: no run there ({} is missing)", dir.display(), path.display())
+                    format!(
+                        "--resume {}: no run there ({} is missing){}",
+                        dir.display(),
+                        path.display(),
+                        runs_inside(dir)
+                    )
                 })?;
             let saved: RunConfig = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a run configuration", path.display()))?;
@@ -156,4 +161,18 @@ pub fn run(args: TrainArgs, given: &[String], team: &Team) -> Result<()> {
         outcome.out.display()
     );
     Ok(())
+}
+
+/// For a folder that is not a run but holds runs (a comparison's): the
+/// `--resume` of each, as the end of a message; else nothing.
+fn runs_inside(dir: &Path) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else { return String::new() };
+    let mut runs: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.join(CONFIG).is_file()).collect();
+    if runs.is_empty() {
+        return String::new();
+    }
+    runs.sort();
+    let each: Vec<String> = runs.iter().map(|r| format!("--resume {}", interrupt::shell_quote(r))).collect();
+    format!("; it holds the runs of a comparison, resume each on its own: {}", each.join(", "))
 }

@@ -69,10 +69,12 @@ pub fn repair(
     let mut repaired = Vec::new();
     let check = |name: &str, want: &[u8], repaired: &mut Vec<String>| -> Result<bool> {
         let path = out.join(name);
+        // A file there that is not the committed state's (larger than it,
+        // or another model copied in) is stale; only an absent one is missing.
         let why = match graph::bounded::read_capped(&path, want.len() as u64 + 1, name) {
             Ok(have) if have == want => return Ok(false),
-            Ok(_) => "stale",
-            Err(_) => "missing",
+            _ if std::fs::symlink_metadata(&path).is_ok() => "stale: not the checkpoint's",
+            _ => "missing",
         };
         fsops::write_atomic(&path, want).with_context(|| format!("{}: cannot write", path.display()))?;
         repaired.push(format!("{name} ({why})"));
