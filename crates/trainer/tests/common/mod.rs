@@ -163,7 +163,34 @@ pub fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gapnet-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    remove_at_exit(&dir);
     dir
+}
+
+/// Folders [`tmp`] made, removed when the test process exits: after the
+/// last test, passed or failed (a failed test's folder is kept while the
+/// other tests run, for a look; `GAPNET_KEEP_TEST_DIRS=1` keeps them all).
+static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn remove_at_exit(dir: &Path) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        extern "C" fn remove_made() {
+            if std::env::var_os("GAPNET_KEEP_TEST_DIRS").is_some() {
+                return;
+            }
+            if let Ok(made) = MADE.lock() {
+                for dir in made.iter() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+        // SAFETY: atexit(3) with a function that never unwinds (it ignores every error).
+        unsafe { libc::atexit(remove_made) };
+    });
+    if let Ok(mut made) = MADE.lock() {
+        made.push(dir.to_path_buf());
+    }
 }
 
 pub fn s(p: &Path) -> &str {
