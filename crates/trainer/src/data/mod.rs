@@ -11,6 +11,7 @@ pub mod cifar;
 mod dataset;
 pub mod download;
 pub mod idx;
+mod tar_guard;
 pub mod unpack;
 
 use anyhow::{bail, Result};

@@ -14,6 +14,7 @@ use tar::EntryType;
 
 use super::cache::{Target, FOLDER};
 use super::cifar::RECORD_BYTES;
+use super::tar_guard::HeaderGuard;
 
 /// The six batch files the loader needs.
 pub const BATCHES: [&str; 6] = [
@@ -124,7 +125,8 @@ pub fn unpack_into(reader: impl Read, archive: &Path, to: &Path) -> std::result:
     let name = archive.display();
     let bad = |what: String| Failure::Archive(anyhow!("{name}: {what}"));
     let corrupt = |e: io::Error| bad(format!("corrupt archive ({e})"));
-    let mut tar = tar::Archive::new(GzDecoder::new(reader));
+    // The guard bounds what the tar reader would read whole into memory.
+    let mut tar = tar::Archive::new(HeaderGuard::new(GzDecoder::new(reader)));
     let mut seen: Vec<&str> = Vec::new();
     let mut sizes = [0u64; BATCHES.len()];
     for entry in tar.entries().map_err(corrupt)? {
@@ -134,7 +136,8 @@ pub fn unpack_into(reader: impl Read, archive: &Path, to: &Path) -> std::result:
             continue; // pax metadata for the whole archive, not a file
         }
         let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
+        // A name may be up to MAX_RECORD bytes: messages quote its start.
+        let shown = graph::brief::text(&String::from_utf8_lossy(&raw), 120);
         let place = member(&raw).map_err(|why| bad(format!("member {shown:?} has {why} (refused)")))?;
         let Some(file) = place else {
             if kind.is_dir() {

@@ -70,3 +70,55 @@ pub fn raw(members: &[Member]) -> Vec<u8> {
 pub fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A gzipped tar of one header of type `kind` (a GNU long name, a pax
+/// header...) that declares `size` bytes of data, then, with `data`, those
+/// bytes (zeros: a gigabyte compresses to a megabyte, what a hostile mirror
+/// can serve), else nothing (cut short). The header's checksum is right, so
+/// a reader takes the size at its word.
+pub fn declaring(kind: u8, size: u64, data: bool) -> Vec<u8> {
+    use std::io::Write;
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(EntryType::new(kind));
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(header.as_bytes()).unwrap();
+    if data {
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = size.div_ceil(512) * 512 + 1024;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            e.write_all(&chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+    }
+    e.finish().unwrap()
+}
+
+/// A gzipped tar whose first member is a record of type `kind` holding
+/// `data`, followed by the official archive's members.
+pub fn leading_record(kind: u8, data: &[u8]) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(EntryType::new(kind));
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut tar = header.as_bytes().to_vec();
+    tar.extend_from_slice(data);
+    tar.resize(tar.len().div_ceil(512) * 512, 0);
+    let official = raw(&official_members(1));
+    let mut rest = flate2::read::GzDecoder::new(&official[..]);
+    std::io::Read::read_to_end(&mut rest, &mut tar).unwrap();
+    gzip(&tar)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
