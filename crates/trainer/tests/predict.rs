@@ -158,11 +158,30 @@ fn predict_gives_the_models_probabilities_for_records_saved_as_png() {
         let _ = enc.write_header().unwrap();
     }
     std::fs::write(bad.join("huge.png"), &huge).unwrap();
+    // Within the side limit, and 300 MB decoded (a 10000x10000 palette
+    // BMP, expanded to RGB): under the 512 MiB decode limit, over it with
+    // the RGB copy beside it. Refused from its header, never decoded.
+    let mut wide = Vec::new();
+    wide.extend(b"BM");
+    for v in [54 + 1024 + 100_000_000u32, 0, 54 + 1024] {
+        wide.extend(v.to_le_bytes());
+    }
+    for v in [40u32, 10_000, 10_000] {
+        wide.extend(v.to_le_bytes());
+    }
+    wide.extend(1u16.to_le_bytes());
+    wide.extend(8u16.to_le_bytes());
+    for v in [0u32, 0, 2835, 2835, 256, 0] {
+        wide.extend(v.to_le_bytes());
+    }
+    wide.extend((0..=255u8).flat_map(|g| [g, g, g, 0]));
+    std::fs::write(bad.join("wide.bmp"), &wide).unwrap();
     let m = s(&model);
     for (file, needle) in [
         ("text.png", "cannot decode the image"),
         ("text.dat", "not an image this program reads"),
         ("huge.png", "too large to decode"),
+        ("wide.bmp", "too large to decode (at most 16384 pixels a side, and 512 MiB for the decoded picture"),
     ] {
         let path = bad.join(file);
         let out = command(&["predict", "--checkpoint", m, s(&path)]).output().unwrap();
@@ -180,6 +199,23 @@ fn predict_gives_the_models_probabilities_for_records_saved_as_png() {
     let skipped = format!("warning: skipped {}: cannot decode the image", mixed.join("text.png").display());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&skipped), "{}", text(&out));
     one_line_error(&out, &["1 of the 2 pictures could not be read", "the others were classified"], "mixed");
+
+    // A name that is not UTF-8: --json gives its bytes beside the lossy text.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let odd_name = root.join(std::ffi::OsStr::from_bytes(b"pic-\xff.png"));
+        std::fs::copy(pics.join("r0.png"), &odd_name).unwrap();
+        let out = command(&["predict", "--checkpoint", m, "--json"]).arg(&odd_name).output().unwrap();
+        let lines = json_lines(&out);
+        assert!(lines[0]["image"].as_str().unwrap().ends_with("pic-\u{fffd}.png"), "{}", text(&out));
+        let bytes: Vec<u8> =
+            lines[0]["image_bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        assert_eq!(bytes, odd_name.as_os_str().as_bytes());
+        // A UTF-8 name needs none.
+        assert!(json_lines(&trainer(&["predict", "--checkpoint", m, "--json", s(&pics.join("r0.png"))]))[0]
+            .get("image_bytes")
+            .is_none());
+    }
 
     // Maps of pictures with the same stem, or the same name in two
     // folders, each get a file of their own, and the names printed exist.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use graph::{argmax, probe, Shape};
-use image::{imageops, DynamicImage, ImageReader, Limits};
+use image::{imageops, DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use crate::commands::eval::Checkpoint;
 use crate::config::flags::PredictArgs;
@@ -76,13 +76,26 @@ fn decode(path: &Path) -> Result<DynamicImage> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);
-    reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => anyhow!(
-            "{name}: too large to decode (at most {MAX_SIDE} pixels a side and {} MiB decoded)",
+    let too_large = || {
+        anyhow!(
+            "{name}: too large to decode (at most {MAX_SIDE} pixels a side, and {} MiB for the decoded picture and \
+             its 8-bit RGB copy together)",
             MAX_DECODED_BYTES >> 20
-        ),
+        )
+    };
+    let failed = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => too_large(),
         e => anyhow!("{name}: cannot decode the image ({})", first_line(&e.to_string())),
-    })
+    };
+    let decoder = reader.into_decoder().map_err(failed)?;
+    // The conversion to 8-bit RGB (`prepare`) allocates 3 bytes a pixel
+    // beside the decoded picture: the limit bounds both, before decoding.
+    let (w, h) = decoder.dimensions();
+    let rgb = u64::from(w) * u64::from(h) * 3;
+    if decoder.total_bytes().saturating_add(rgb) > MAX_DECODED_BYTES {
+        return Err(too_large());
+    }
+    DynamicImage::from_decoder(decoder).map_err(failed)
 }
 
 fn first_line(s: &str) -> String {
@@ -247,12 +260,19 @@ fn prediction_line(json: bool, classes: &[String], picture: &Picture, z: &[f32])
     if json {
         let probs: serde_json::Map<String, serde_json::Value> =
             classes.iter().zip(&p).map(|(c, &v)| (c.clone(), v.into())).collect();
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "image": picture.path.display().to_string(),
             "class": classes[best],
             "probabilities": probs,
             "notes": picture.notes,
         });
+        // A name that is not UTF-8 shows with U+FFFD in "image": its bytes
+        // too, so the line can be mapped back to the file.
+        #[cfg(unix)]
+        if picture.path.to_str().is_none() {
+            use std::os::unix::ffi::OsStrExt;
+            line["image_bytes"] = picture.path.as_os_str().as_bytes().into();
+        }
         return line.to_string();
     }
     let mut line = format!("{}: {} {:.4}  (", picture.path.display(), classes[best], p[best]);

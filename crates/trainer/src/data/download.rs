@@ -67,6 +67,15 @@ impl Source {
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Source> {
         let var = |name: &str| var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let url = var(URL_VAR).unwrap_or_else(|| URL.to_string());
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("http" | "https")) {
+            bail!(
+                "{URL_VAR}={}: only http:// and https:// URLs are fetched; for a file on this machine, put it \
+                 in the cache folder as {} (or unpack it and pass --data DIR)",
+                graph::brief::text(&url, 120),
+                super::cache::ARCHIVE
+            );
+        }
         let md5 = var(MD5_VAR).map_or_else(|| MD5.to_string(), |v| v.to_ascii_lowercase());
         if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("{MD5_VAR}={md5}: not an MD5 checksum (32 hexadecimal digits)");
@@ -74,8 +83,8 @@ impl Source {
         let timeout = match var(TIMEOUT_VAR) {
             None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             Some(v) => match v.parse::<f64>() {
-                Ok(s) if s > 0.0 && s <= 86_400.0 => Duration::from_secs_f64(s),
-                _ => bail!("{TIMEOUT_VAR}={v}: not a number of seconds above 0 and up to 86400"),
+                Ok(s) if (0.001..=86_400.0).contains(&s) => Duration::from_secs_f64(s),
+                _ => bail!("{TIMEOUT_VAR}={v}: not a number of seconds from 0.001 to 86400"),
             },
         };
         Ok(Source { url, md5, timeout })
@@ -394,16 +403,26 @@ mod tests {
         assert_eq!(mirror.timeout, Duration::from_millis(1500));
         for (pairs, message) in [
             (&[(MD5_VAR, "xyz")][..], "GAPNET_CIFAR10_MD5=xyz: not an MD5 checksum (32 hexadecimal digits)"),
-            (
-                &[(TIMEOUT_VAR, "0")][..],
-                "GAPNET_DOWNLOAD_TIMEOUT=0: not a number of seconds above 0 and up to 86400",
-            ),
+            (&[(TIMEOUT_VAR, "0")][..], "GAPNET_DOWNLOAD_TIMEOUT=0: not a number of seconds from 0.001 to 86400"),
             (
                 &[(TIMEOUT_VAR, "soon")][..],
-                "GAPNET_DOWNLOAD_TIMEOUT=soon: not a number of seconds above 0 and up to 86400",
+                "GAPNET_DOWNLOAD_TIMEOUT=soon: not a number of seconds from 0.001 to 86400",
             ),
+            // Positive, but zero once it is a duration.
+            (
+                &[(TIMEOUT_VAR, "1e-300")][..],
+                "GAPNET_DOWNLOAD_TIMEOUT=1e-300: not a number of seconds from 0.001 to 86400",
+            ),
+            (
+                &[(URL_VAR, "file:///srv/cifar-10-binary.tar.gz")][..],
+                "GAPNET_CIFAR10_URL=file:///srv/cifar-10-binary.tar.gz: only http:// and https:// URLs are \
+                 fetched; for a file on this machine, put it in the cache folder as cifar-10-binary.tar.gz (or \
+                 unpack it and pass --data DIR)",
+            ),
+            (&[(URL_VAR, "ftp.example.org/x")][..], "GAPNET_CIFAR10_URL=ftp.example.org/x: only http://"),
         ] {
-            assert_eq!(Source::from_vars(vars(pairs)).unwrap_err().to_string(), message);
+            let e = Source::from_vars(vars(pairs)).unwrap_err().to_string();
+            assert!(e.starts_with(message), "{e:?} does not start with {message:?}");
         }
         assert!(!switched_off(None) && !switched_off(Some("".into())) && !switched_off(Some("0".into())));
         assert!(switched_off(Some("1".into())) && switched_off(Some("yes".into())));
