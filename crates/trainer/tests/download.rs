@@ -338,32 +338,34 @@ fn an_unwritable_cache_says_which_variable_or_flag_to_use() {
 #[test]
 fn a_mirror_archive_declaring_a_huge_name_is_refused_within_bounded_memory() {
     use std::os::unix::process::CommandExt;
-    let cache = common::tmp("dl-hostile");
-    // A 1,100 MiB GNU long name, which gzip serves in about a megabyte.
-    let bytes = archive::declaring(b'L', 1100 << 20, true);
-    let server = Server::start(Reply::Ok(Arc::new(bytes.clone()), Duration::ZERO));
-    let mut cmd = fetch(&cache, &server.url, &archive::md5_hex(&bytes));
-    // SAFETY: setrlimit(2) in the child between fork and exec; no allocation.
-    unsafe {
-        cmd.pre_exec(|| {
-            // 1 GiB of address space: less than the declared name alone.
-            let limit = libc::rlimit { rlim_cur: 1 << 30, rlim_max: 1 << 30 };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    for (kind, what) in [(b'L', "GNU long name"), (b'x', "pax extended header")] {
+        let cache = common::tmp(&format!("dl-hostile-{}", kind as char));
+        // A 1,100 MiB record, which gzip serves in about a megabyte.
+        let bytes = archive::declaring(kind, 1100 << 20, true);
+        let server = Server::start(Reply::Ok(Arc::new(bytes.clone()), Duration::ZERO));
+        let mut cmd = fetch(&cache, &server.url, &archive::md5_hex(&bytes));
+        // SAFETY: setrlimit(2) in the child between fork and exec; no allocation.
+        unsafe {
+            cmd.pre_exec(|| {
+                // 1 GiB of address space: less than the declared record alone.
+                let limit = libc::rlimit { rlim_cur: 1 << 30, rlim_max: 1 << 30 };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let line = error_line(&cmd.output().unwrap());
+        let refused = cache.join("cifar-10-binary.tar.gz.refused");
+        for needle in [
+            format!("a {what} record of 1153433600 bytes, more than the 4096 accepted"),
+            format!("moved aside to {}", refused.display()),
+        ] {
+            assert!(line.contains(&needle), "{needle:?} not in {line}");
+        }
+        // Not tried again by the next run: it is out of the way, the cache is clean.
+        assert_eq!(std::fs::read(&refused).unwrap(), bytes);
+        nothing_left(&cache);
+        assert!(!cache.join(".cifar-10-batches-bin.partial").exists());
     }
-    let line = error_line(&cmd.output().unwrap());
-    let refused = cache.join("cifar-10-binary.tar.gz.refused");
-    for needle in [
-        "a GNU long name record of 1153433600 bytes, more than the 4096 accepted".to_string(),
-        format!("moved aside to {}", refused.display()),
-    ] {
-        assert!(line.contains(&needle), "{needle:?} not in {line}");
-    }
-    // Not tried again by the next run: it is out of the way, the cache is clean.
-    assert_eq!(std::fs::read(&refused).unwrap(), bytes);
-    nothing_left(&cache);
-    assert!(!cache.join(".cifar-10-batches-bin.partial").exists());
 }
