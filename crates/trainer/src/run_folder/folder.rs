@@ -114,7 +114,7 @@ impl RunFolder {
         if !self.writes {
             return Ok(());
         }
-        checkpoint::write(plan, &self.out, at, config, norm, rows)?;
+        self.commit_mid_epoch(plan, at, config, norm, rows)?;
         self.saved = Some(*at);
         plot::plot_curves(
             &self.out.join(CURVES),
@@ -123,7 +123,7 @@ impl RunFolder {
     }
 
     /// Commit the checkpoint of a run stopped in the middle of an epoch
-    /// (`at` holds the batches done and their sums).
+    /// (`at` holds the batches done and their sums); no curves.
     pub fn commit_mid_epoch(
         &self,
         plan: &Plan,
