@@ -109,3 +109,38 @@ fn bad_paths_are_refused_naming_the_variable() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tune_measures_each_path_and_records_the_fastest() {
+    let root = tmp("conv-paths-tune");
+    let data = root.join("data");
+    make_data(&data, 40, 10);
+    let out = root.join("tuned");
+    let args =
+        ["train", "--model", "seed-fc", "--epochs", "1", "--tune", "--data", s(&data), "--out", s(&out)];
+    let mut cmd = command(&args);
+    cmd.env_remove("GAPNET_ISA").env_remove("GAPNET_PORTABLE").env_remove("GAPNET_CONV_PATHS");
+    let stdout = ok(cmd.output().unwrap());
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("tuned seed-fc convolutions"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // Every convolution, its choice and the time of each path it can take.
+    let paths = recorded(&out);
+    let runs_direct = graph::Isa::detect() != graph::Isa::Portable;
+    for conv in ["conv1", "conv2", "conv3"] {
+        let chosen = paths[conv].as_str().unwrap_or_else(|| panic!("{conv} not recorded: {paths}"));
+        assert!(line.contains(&format!("{conv} {chosen} (im2col ")), "{line}");
+        assert_eq!(line.contains(" vs direct "), runs_direct, "{line}");
+        assert!(chosen == "im2col" || (runs_direct && chosen == "direct"), "{conv}: {chosen}");
+    }
+    // A resumed run keeps its recorded paths: --tune is refused there.
+    let mut again = command(&["train", "--resume", s(&out), "--tune"]);
+    let o = again.output().unwrap();
+    common::one_line_error(&o, &["--tune with --resume"], "tune on resume");
+    // Two ways of choosing at once are refused.
+    let mut both = command(&["train", "--model", "seed-fc", "--epochs", "1", "--tune", "--data", s(&data)]);
+    let o = both.env("GAPNET_CONV_PATHS", "im2col").arg("--out").arg(root.join("both")).output().unwrap();
+    common::one_line_error(&o, &["--tune and GAPNET_CONV_PATHS both choose"], "tune and the variable");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -38,7 +38,7 @@ fn claim_compare(args: &CompareArgs) -> Result<(CompareJob, fsops::RunLock, data
     let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
     let run = with_all_classes(&args.run, &dir)?;
     let mut configs = models.iter().map(|m| config::configure(m, &run, &dir)).collect::<Result<Vec<_>>>()?;
-    let splits = load_data_recording_paths(&mut configs)?;
+    let splits = load_data_recording_paths(&mut configs, args.run.tune)?;
     std::fs::create_dir_all(&root)
         .with_context(|| format!("--out {}: cannot create the folder", root.display()))?;
     let lock = fsops::RunLock::acquire(&root)?;

@@ -43,12 +43,18 @@ pub fn load_data(configs: &[RunConfig]) -> Result<data::Splits> {
 
 /// [`load_data`] for fresh runs, which record every convolution's path
 /// from the plan built to check them (the defaults, and those
-/// `GAPNET_CONV_PATHS` asked for).
-pub fn load_data_recording_paths(configs: &mut [RunConfig]) -> Result<data::Splits> {
+/// `GAPNET_CONV_PATHS` asked for), or, with `tune`, the fastest measured.
+pub fn load_data_recording_paths(configs: &mut [RunConfig], tune: bool) -> Result<data::Splits> {
     let splits = load_splits(&configs[0])?;
     for config in configs {
         let plan = build(config, image_shape(&splits), 1)?;
-        config.conv_paths = Some(conv_paths::record(&plan));
+        config.conv_paths = Some(if tune {
+            let (paths, line) = crate::training::tune::tune(config, image_shape(&splits))?;
+            println!("{line}");
+            paths
+        } else {
+            conv_paths::record(&plan)
+        });
     }
     Ok(splits)
 }

@@ -110,7 +110,7 @@ fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::Run
             let dir = data::locate(args.run.data.as_deref(), args.run.no_download)?;
             let mut config = config::configure(&args.model, &with_all_classes(&args.run, &dir)?, &dir)?;
             // Everything is checked (data, classes, shapes) before the folder exists.
-            let splits = load_data_recording_paths(std::slice::from_mut(&mut config))?;
+            let splits = load_data_recording_paths(std::slice::from_mut(&mut config), args.run.tune)?;
             let out = args.run.out.clone().unwrap_or_else(|| default_out(&config.spec.name));
             let lock = fresh_out(&out)?;
             (TrainJob { config, out, previous: None }, lock, Some(splits))

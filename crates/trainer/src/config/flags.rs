@@ -117,6 +117,11 @@ pub struct RunArgs {
     /// Never download CIFAR-10 when no data is found (also: GAPNET_NO_DOWNLOAD=1)
     #[arg(long)]
     pub no_download: bool,
+    /// Time every convolution on each path this CPU runs (a few steps at the run's batch) and train
+    /// with the fastest; the choice is recorded in config.json. Measured, so two tuned runs may choose
+    /// differently, and their bits then differ (without it, the paths follow a fixed rule)
+    #[arg(long)]
+    pub tune: bool,
     /// Classes to train on, by name, comma-separated; `all` for every class in the data
     #[arg(long, default_value = "airplane,ship")]
     pub classes: String,

@@ -6,5 +6,6 @@ pub mod evaluate;
 pub mod health;
 pub mod team;
 mod trainer;
+pub mod tune;
 
 pub use trainer::{build, epoch_line, prepare_data, run, Outcome};
