@@ -102,7 +102,8 @@ impl RunFolder {
         metrics::write_all(&self.out, rows)
     }
 
-    /// Commit the checkpoint of the end of an epoch (`at`), then redraw the curves.
+    /// Commit the checkpoint of `at`, then, at the end of an epoch, redraw
+    /// the curves (a run stopped mid-epoch has no new row to draw).
     pub fn commit(
         &mut self,
         plan: &Plan,
@@ -114,28 +115,15 @@ impl RunFolder {
         if !self.writes {
             return Ok(());
         }
-        self.commit_mid_epoch(plan, at, config, norm, rows)?;
+        checkpoint::write(plan, &self.out, at, config, norm, rows)?;
         self.saved = Some(*at);
+        if at.batches > 0 {
+            return Ok(());
+        }
         plot::plot_curves(
             &self.out.join(CURVES),
             &[plot::Series { label: &config.spec.name, rows, sample_error: config.recipe == Recipe::Seed }],
         )
-    }
-
-    /// Commit the checkpoint of a run stopped in the middle of an epoch
-    /// (`at` holds the batches done and their sums); no curves.
-    pub fn commit_mid_epoch(
-        &self,
-        plan: &Plan,
-        at: &Progress,
-        config: &RunConfig,
-        norm: &Normalizer,
-        rows: &[EpochRow],
-    ) -> Result<()> {
-        if !self.writes {
-            return Ok(());
-        }
-        checkpoint::write(plan, &self.out, at, config, norm, rows)
     }
 
     /// Where the last good checkpoint is, for a message.

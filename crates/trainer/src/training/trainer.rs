@@ -249,10 +249,10 @@ impl<'a> Trainer<'a> {
 
     /// Commit where the run stands after `done` batches of `epoch` (their
     /// sums in `partial`) and say so.
-    fn stop_mid_epoch(&self, epoch: usize, done: usize, partial: EpochSums) -> anyhow::Error {
+    fn stop_mid_epoch(&mut self, epoch: usize, done: usize, partial: EpochSums) -> anyhow::Error {
         let here =
             Progress { epoch: epoch - 1, batches: done, partial, skipped_total: self.at.skipped_total };
-        if let Err(e) = self.folder.commit_mid_epoch(&self.plan, &here, self.config, &self.norm, &self.rows) {
+        if let Err(e) = self.folder.commit(&self.plan, &here, self.config, &self.norm, &self.rows) {
             return e;
         }
         let at = format!("epoch {epoch}, batch {done} of {}", self.batches);
