@@ -17,13 +17,16 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::plan::{Plan, Shape};
+use crate::plan::{Plan, Shape, Tensor};
 use crate::spec::ModelSpec;
 
 /// The header key holding our metadata, and the entries this module adds.
 pub const META_KEY: &str = "gapnet";
 pub const META_SPEC: &str = "spec";
 pub const META_INPUT: &str = "input";
+
+/// The suffix of a batch norm's step count (an i64 scalar, as PyTorch's).
+const TRACKED: &str = "num_batches_tracked";
 
 /// Metadata stored with a checkpoint: sorted, so files are reproducible.
 pub type Metadata = BTreeMap<String, String>;
@@ -77,14 +80,33 @@ impl Plan {
         metadata.insert(META_SPEC.into(), serde_json::to_string(&self.spec).expect("spec serialises"));
         let input = [self.input.c, self.input.h, self.input.w];
         metadata.insert(META_INPUT.into(), serde_json::to_string(&input).expect("shape serialises"));
-        let views = arenas.iter().flat_map(|&arena| {
+        let tracked: Vec<(String, [u8; 8])> =
+            self.batches_tracked().into_iter().map(|(n, t)| (n, t.to_le_bytes())).collect();
+        let buffers = self.buffers();
+        let mut views = Vec::new();
+        for &arena in arenas {
             let data = self.arena(arena);
-            self.tensors.iter().map(move |t| {
+            for t in &self.tensors {
                 let bytes: &[u8] = bytemuck::cast_slice(&data[t.range.clone()]);
                 let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes).expect("sizes agree");
-                (format!("{}{}", arena.prefix(), t.name), view)
-            })
-        });
+                views.push((format!("{}{}", arena.prefix(), t.name), view));
+            }
+            if arena != Arena::Params {
+                continue;
+            }
+            // A batch norm's buffers belong to the state dict, as PyTorch's do.
+            for t in &buffers {
+                let bytes: &[u8] = bytemuck::cast_slice(&self.running[t.range.clone()]);
+                views.push((
+                    t.name.clone(),
+                    TensorView::new(Dtype::F32, t.shape.clone(), bytes).expect("sizes"),
+                ));
+            }
+            for (node, bytes) in &tracked {
+                let view = TensorView::new(Dtype::I64, vec![], bytes).expect("one i64");
+                views.push((format!("{node}.{TRACKED}"), view));
+            }
+        }
         let header = HashMap::from([(
             META_KEY.to_string(),
             serde_json::to_string(&metadata).expect("strings serialise"),
@@ -108,34 +130,28 @@ impl Plan {
             let mut values = vec![0.0f32; self.params.len()];
             for t in &self.tensors {
                 let name = format!("{}{}", arena.prefix(), t.name);
-                let Ok(view) = file.tensor(&name) else {
-                    let found = crate::brief::list(sorted(file.names()), crate::brief::LIST_ITEMS);
-                    return fail(format!("{source}: tensor {name} is missing (the file holds: {found})"));
-                };
-                if view.dtype() != Dtype::F32 {
-                    return fail(format!("{source}: tensor {name} is {:?}, expected F32", view.dtype()));
-                }
-                if view.shape() != t.shape.as_slice() {
-                    return fail(format!(
-                        "{source}: tensor {name} has shape {} but model {} expects {:?}",
-                        crate::brief::text(&format!("{:?}", view.shape()), 80),
-                        self.spec.name,
-                        t.shape
-                    ));
-                }
-                let dst = &mut values[t.range.clone()];
-                for (i, (v, b)) in dst.iter_mut().zip(view.data().chunks_exact(4)).enumerate() {
-                    *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    if !v.is_finite() {
-                        return fail(format!("{source}: tensor {name} holds {} at element {i}", *v));
-                    }
-                }
+                read_f32(&file, &name, t, &self.spec.name, source, &mut values[t.range.clone()])?;
             }
             loaded.push((arena, values));
         }
-        if file.len() != self.tensors.len() * arenas.len() {
+        let with_buffers = arenas.contains(&Arena::Params);
+        let (buffers, mut running, mut tracked) =
+            (self.buffers(), self.running.clone(), self.batches_tracked());
+        if with_buffers {
+            for t in &buffers {
+                read_f32(&file, &t.name, t, &self.spec.name, source, &mut running[t.range.clone()])?;
+            }
+            for (node, steps) in &mut tracked {
+                *steps = read_i64(&file, &format!("{node}.{TRACKED}"), source)?;
+            }
+        }
+        let expected =
+            self.tensors.len() * arenas.len() + if with_buffers { buffers.len() + tracked.len() } else { 0 };
+        if file.len() != expected {
             let known = |n: &str| {
                 arenas.iter().any(|a| self.tensors.iter().any(|t| n == format!("{}{}", a.prefix(), t.name)))
+                    || (with_buffers && buffers.iter().any(|t| n == t.name))
+                    || (with_buffers && tracked.iter().any(|(node, _)| n == format!("{node}.{TRACKED}")))
             };
             let extra = sorted(file.names().into_iter().filter(|n| !known(n)));
             return fail(format!(
@@ -150,8 +166,68 @@ impl Plan {
                 Arena::Velocity => self.velocity.copy_from_slice(&values),
             }
         }
+        if with_buffers {
+            self.running = running;
+            for (node, steps) in tracked {
+                self.set_batches_tracked(&node, steps).expect("a batch norm of this plan");
+            }
+        }
         Ok(metadata)
     }
+}
+
+/// Tensor `name` of `file` into `dst`: present, F32, of `t`'s shape, finite.
+fn read_f32(
+    file: &SafeTensors,
+    name: &str,
+    t: &Tensor,
+    model: &str,
+    source: &str,
+    dst: &mut [f32],
+) -> Result<(), CheckpointError> {
+    let view = present(file, name, source)?;
+    if view.dtype() != Dtype::F32 {
+        return fail(format!("{source}: tensor {name} is {:?}, expected F32", view.dtype()));
+    }
+    if view.shape() != t.shape.as_slice() {
+        return fail(format!(
+            "{source}: tensor {name} has shape {} but model {model} expects {:?}",
+            crate::brief::text(&format!("{:?}", view.shape()), 80),
+            t.shape
+        ));
+    }
+    for (i, (v, b)) in dst.iter_mut().zip(view.data().chunks_exact(4)).enumerate() {
+        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if !v.is_finite() {
+            return fail(format!("{source}: tensor {name} holds {} at element {i}", *v));
+        }
+    }
+    Ok(())
+}
+
+/// The i64 scalar `name` of `file` (a batch norm's step count), not negative.
+fn read_i64(file: &SafeTensors, name: &str, source: &str) -> Result<i64, CheckpointError> {
+    let view = present(file, name, source)?;
+    if view.dtype() != Dtype::I64 || !view.shape().iter().all(|&d| d == 1) {
+        return fail(format!(
+            "{source}: tensor {name} is {:?} of shape {}, expected a scalar I64",
+            view.dtype(),
+            crate::brief::text(&format!("{:?}", view.shape()), 80)
+        ));
+    }
+    let b = view.data();
+    let steps = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    if steps < 0 {
+        return fail(format!("{source}: tensor {name} holds {steps}, a negative step count"));
+    }
+    Ok(steps)
+}
+
+fn present<'a>(file: &'a SafeTensors, name: &str, source: &str) -> Result<TensorView<'a>, CheckpointError> {
+    file.tensor(name).or_else(|_| {
+        let found = crate::brief::list(sorted(file.names()), crate::brief::LIST_ITEMS);
+        fail(format!("{source}: tensor {name} is missing (the file holds: {found})"))
+    })
 }
 
 /// Names in a stable order (safetensors lists them in hash order), so the

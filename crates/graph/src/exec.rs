@@ -111,6 +111,43 @@ struct Chunk {
     first: bool,
 }
 
+/// What every lane reads while it runs: the nodes and parameters, the
+/// batch norms' statistics, and the sums the lanes last met with, of a
+/// batch of `n` images.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    nodes: &'a [Node],
+    params: &'a [f32],
+    stats: &'a [f32],
+    totals: &'a [f64],
+    n: usize,
+}
+
+/// How the lanes of a batch meet at a batch norm when processes share
+/// them (the ranks of an MPI job): each process adds its lanes' sums, in
+/// lane order, onto the sum of the lanes before its own, and in the end
+/// every process holds the whole batch's sum. So the bits are those of one
+/// process adding every lane in order.
+pub trait Meet {
+    /// Before this process adds its lanes: write the sum of the lanes
+    /// before them into `sums` and return `true`, or return `false` when
+    /// this process holds the first lanes.
+    fn before(&self, sums: &mut [f64]) -> bool;
+    /// After: `sums` holds the sum up to this process's last lane; leave
+    /// the whole batch's sum in it.
+    fn after(&self, sums: &mut [f64]);
+}
+
+/// One process holding every lane: nothing to receive or pass on.
+pub struct Alone;
+
+impl Meet for Alone {
+    fn before(&self, _: &mut [f64]) -> bool {
+        false
+    }
+    fn after(&self, _: &mut [f64]) {}
+}
+
 impl Plan {
     /// Images in `x`, checked against the plan. Panics on a malformed
     /// batch: that is a bug in the caller, not bad data.
@@ -152,23 +189,74 @@ impl Plan {
         n: usize,
         part: Range<usize>,
         per_lane: &mut [S],
-        each: impl Fn(&[Node], &[f32], &mut Lane, &mut S, Chunk) + Sync,
+        each: impl Fn(Shared, &mut Lane, &mut S, Chunk) + Sync,
     ) -> Range<usize> {
         let used = self.lanes_used(n);
         let part = part.start.min(used)..part.end.min(used);
-        let Plan { nodes, params, lanes, chunk, .. } = self;
+        let Plan { nodes, params, lanes, chunk, stats, meet, .. } = self;
+        let shared = Shared { nodes, params, stats, totals: meet, n };
         let (total, chunk) = (lanes.len(), *chunk);
         let run = lanes[part.clone()].par_iter_mut().zip(&mut per_lane[part.clone()]);
         run.enumerate().for_each(|(i, (lane, s))| {
             let l = part.start + i;
-            lane.sums = LossSums::default();
             let r = lane_range(n, total, l);
             for start in r.clone().step_by(chunk) {
                 let c = Chunk { lane: l, start, m: chunk.min(r.end - start), first: start == r.start };
-                each(nodes, params, lane, s, c);
+                each(shared, lane, s, c);
             }
         });
         part
+    }
+
+    /// Add the lanes' sums at the meeting point `node` in lane order into
+    /// the plan's, continuing the sum `meet` hands over (see [`Meet`]).
+    fn meet_at<M: Meet + ?Sized>(&mut self, node: usize, ran: Range<usize>, meet: &M) {
+        let len = self.nodes[node].op.meets();
+        let Plan { meet: total, lanes, .. } = self;
+        let total = &mut total[..len];
+        let mut rest = ran;
+        if !meet.before(total) {
+            match rest.next() {
+                Some(first) => total.copy_from_slice(&lanes[first].meet[..len]),
+                None => total.fill(0.0),
+            }
+        }
+        for l in rest {
+            for (t, v) in total.iter_mut().zip(&lanes[l].meet[..len]) {
+                *t += v;
+            }
+        }
+        meet.after(total);
+    }
+
+    /// The forward meeting at `node`: the batch's statistics from the
+    /// lanes' sums, and the running ones moved towards them.
+    fn meet_forward_at<M: Meet + ?Sized>(&mut self, node: usize, n: usize, ran: Range<usize>, meet: &M) {
+        self.meet_at(node, ran, meet);
+        let Plan { nodes, meet: total, stats, running, tracked, .. } = self;
+        let r = nodes[node].stats.clone().expect("a meeting point keeps statistics");
+        nodes[node].op.meet_stats(n, total, &mut stats[r.clone()], &mut running[r]);
+        tracked[node] += 1;
+    }
+
+    /// A node's evaluation statistics (empty for a node without): for
+    /// code that runs nodes one by one (the probe; allocates).
+    pub(crate) fn running_stats_of(&self, node: &Node) -> Vec<f32> {
+        let Some(r) = node.stats.clone() else { return Vec::new() };
+        let mut stats = vec![0.0; r.len()];
+        node.op.running_stats(&self.running[r], &mut stats);
+        stats
+    }
+
+    /// Every batch norm's statistics from its running mean and variance:
+    /// what evaluation and prediction normalise with.
+    pub(crate) fn use_running_stats(&mut self) {
+        let Plan { nodes, stats, running, .. } = self;
+        for node in nodes.iter() {
+            if let Some(r) = node.stats.clone() {
+                node.op.running_stats(&running[r.clone()], &mut stats[r]);
+            }
+        }
     }
 
     /// Forward and backward over one batch `x[n, C, H, W]` with `labels[n]`
@@ -195,7 +283,7 @@ impl Plan {
         obs: &O,
     ) -> LossSums {
         let n = self.batch_len(x, Some(labels));
-        let ran = self.lanes_of(x, labels, loss, reduction, 0..LANES, obs);
+        let ran = self.lanes_of(x, labels, loss, reduction, 0..LANES, obs, &Alone);
         let t = start::<O>();
         let lanes = &self.lanes;
         sum_in_order(&mut self.grads, ran.len(), |l| &lanes[l].grads);
@@ -211,7 +299,8 @@ impl Plan {
     /// forward and backward through the lanes of `part` that hold images
     /// of `x[n, C, H, W]` (only their images are read), leaving each lane's
     /// gradients and loss sums in the lane. Nothing is summed: see
-    /// [`Plan::add_lanes`]. Returns the lanes that ran.
+    /// [`Plan::add_lanes`]. At a batch norm the processes meet through
+    /// `meet`, every one in the same order. Returns the lanes that ran.
     pub fn forward_backward_lanes(
         &mut self,
         x: &[f32],
@@ -219,9 +308,10 @@ impl Plan {
         loss: Loss,
         reduction: Reduction,
         part: Range<usize>,
+        meet: &impl Meet,
     ) -> Range<usize> {
         self.batch_len(x, Some(labels));
-        self.lanes_of(x, labels, loss, reduction, part, &Unobserved)
+        self.lanes_of(x, labels, loss, reduction, part, &Unobserved, meet)
     }
 
     /// Sum the lanes of `ran` (from [`Plan::forward_backward_lanes`]) into
@@ -243,8 +333,12 @@ impl Plan {
     }
 
     /// Forward and backward through the lanes of `part`; see
-    /// [`Plan::forward_backward_lanes`].
-    fn lanes_of<O: Observer>(
+    /// [`Plan::forward_backward_lanes`]. Without a batch norm, one walk of
+    /// the lanes does everything; with some, the lanes meet at each: the
+    /// forward pass runs up to it, the lanes' sums are added ([`Meet`]),
+    /// and the next walk goes on from it; the backward pass likewise.
+    #[allow(clippy::too_many_arguments)]
+    fn lanes_of<O: Observer, M: Meet + ?Sized>(
         &mut self,
         x: &[f32],
         labels: &[u32],
@@ -252,20 +346,40 @@ impl Plan {
         reduction: Reduction,
         part: Range<usize>,
         obs: &O,
+        meet: &M,
     ) -> Range<usize> {
         let n = labels.len();
         let scale = match reduction {
             Reduction::Mean => 1.0 / n as f32,
             Reduction::Sum => 1.0,
         };
-        let (k, per) = (self.classes, self.input.len());
+        let (k, per, len) = (self.classes, self.input.len(), self.nodes.len());
         let quirk = loss.has_seed_quirk();
         let isa = self.isa;
-        self.run_lanes(n, part, &mut [(); LANES], |nodes, params, lane, _, c| {
-            let (xs, ys) = (&x[c.start * per..(c.start + c.m) * per], &labels[c.start..c.start + c.m]);
-            forward_nodes(isa, nodes, params, lane, xs, c, obs);
-            let (logits, m, at) = (nodes[nodes.len() - 1].act.clone(), c.m, nodes.len());
+        let images = |c: Chunk| &x[c.start * per..(c.start + c.m) * per];
+        // Taken for the walk (no allocation) so the closures may borrow the plan.
+        let meets = std::mem::take(&mut self.meets);
+        self.running_before.copy_from_slice(&self.running);
+        self.tracked_before.copy_from_slice(&self.tracked);
+        let mut from = 0;
+        for &b in &meets {
+            let ran = self.run_lanes(n, part.clone(), &mut [(); LANES], |sh, lane, _, c| {
+                forward_nodes(isa, sh, from..b, lane, images(c), c, obs);
+                meet_forward(sh, b, lane, images(c), c, obs);
+            });
+            self.meet_forward_at(b, n, ran, meet);
+            from = b;
+        }
+        let below = |b: Option<&usize>| b.map_or(0, |b| b + 1);
+        let last = meets.last().copied();
+        let mut ran = self.run_lanes(n, part.clone(), &mut [(); LANES], |sh, lane, _, c| {
+            let (xs, ys) = (images(c), &labels[c.start..c.start + c.m]);
+            forward_nodes(isa, sh, from..len, lane, xs, c, obs);
+            let (logits, m, at) = (sh.nodes[len - 1].act.clone(), c.m, len);
             let t = start::<O>();
+            if c.first {
+                lane.sums = LossSums::default();
+            }
             let sums = softmax_loss_forward(loss, k, m, &lane.acts[logits.clone()], ys, &mut lane.probs);
             lane.sums.add(&sums);
             report(obs, t, c.lane, at, Phase::Forward, m);
@@ -275,19 +389,38 @@ impl Plan {
                 seed_quirk_weight_delta(k, m, &lane.probs, ys, scale, &mut lane.wdelta);
             }
             report(obs, t, c.lane, at, Phase::Backward, m);
-            backward_nodes(isa, nodes, params, lane, xs, c, quirk, obs);
-        })
+            backward_nodes(isa, sh, below(last.as_ref())..len, lane, xs, c, quirk, obs);
+            if let Some(b) = last {
+                meet_backward(sh, b, lane, xs, c, obs);
+            }
+        });
+        for (j, &b) in meets.iter().enumerate().rev() {
+            self.meet_at(b, ran, meet);
+            let next = j.checked_sub(1).map(|j| meets[j]);
+            ran = self.run_lanes(n, part.clone(), &mut [(); LANES], |sh, lane, _, c| {
+                backward_nodes(isa, sh, below(next.as_ref())..b + 1, lane, images(c), c, quirk, obs);
+                if let Some(p) = next {
+                    meet_backward(sh, p, lane, images(c), c, obs);
+                }
+            });
+        }
+        self.meets = meets;
+        ran
     }
 
     /// Forward only, with the loss sums (no gradients): evaluation.
     pub fn evaluate(&mut self, x: &[f32], labels: &[u32], loss: Loss) -> LossSums {
         let n = self.batch_len(x, Some(labels));
-        let (k, per) = (self.classes, self.input.len());
+        let (k, per, len) = (self.classes, self.input.len(), self.nodes.len());
         let isa = self.isa;
-        let ran = self.run_lanes(n, 0..LANES, &mut [(); LANES], |nodes, params, lane, _, c| {
-            forward_nodes(isa, nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
-            let logits = &lane.acts[nodes[nodes.len() - 1].act.clone()];
+        self.use_running_stats();
+        let ran = self.run_lanes(n, 0..LANES, &mut [(); LANES], |sh, lane, _, c| {
+            forward_nodes(isa, sh, 0..len, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
+            let logits = &lane.acts[sh.nodes[len - 1].act.clone()];
             let ys = &labels[c.start..c.start + c.m];
+            if c.first {
+                lane.sums = LossSums::default();
+            }
             let sums = softmax_loss_forward(loss, k, c.m, logits, ys, &mut lane.probs);
             lane.sums.add(&sums);
         });
@@ -307,10 +440,11 @@ impl Plan {
             *out = head;
             rest = tail;
         }
-        let isa = self.isa;
-        self.run_lanes(n, 0..LANES, &mut outs, |nodes, params, lane, out, c| {
-            forward_nodes(isa, nodes, params, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
-            let last = &nodes[nodes.len() - 1].act;
+        let (isa, len) = (self.isa, self.nodes.len());
+        self.use_running_stats();
+        self.run_lanes(n, 0..LANES, &mut outs, |sh, lane, out, c| {
+            forward_nodes(isa, sh, 0..len, lane, &x[c.start * per..(c.start + c.m) * per], c, &Unobserved);
+            let last = &sh.nodes[len - 1].act;
             let o = (c.start - lane_range(n, lanes, c.lane).start) * k;
             out[o..o + c.m * k].copy_from_slice(&lane.acts[last.start..last.start + c.m * k]);
         });
@@ -325,20 +459,22 @@ fn total_sums(lanes: &[Lane]) -> LossSums {
     total
 }
 
-/// Run the chunk's images `x` through every node, leaving each node's
-/// output in the lane's activation arena.
+/// Run the chunk's images `x` through the nodes of `span`, leaving each
+/// node's output in the lane's activation arena (the nodes before `span`
+/// have left theirs there).
 fn forward_nodes<O: Observer>(
     isa: Isa,
-    nodes: &[Node],
-    params: &[f32],
+    sh: Shared,
+    span: Range<usize>,
     lane: &mut Lane,
     x: &[f32],
     c: Chunk,
     obs: &O,
 ) {
     let Lane { acts, argmax, cols, .. } = lane;
-    let m = c.m;
-    for (i, node) in nodes.iter().enumerate() {
+    let (m, nodes) = (c.m, sh.nodes);
+    for i in span {
+        let node = &nodes[i];
         let (before, rest) = acts.split_at_mut(node.act.start);
         let input: &[f32] = if i == 0 { x } else { &before[nodes[i - 1].act.start..] };
         let t = start::<O>();
@@ -347,10 +483,11 @@ fn forward_nodes<O: Observer>(
             node.conv_path,
             m,
             Fwd {
+                stats: node.stats.clone().map_or(&[], |r| &sh.stats[r]),
                 x: &input[..m * node.in_shape.len()],
                 y: &mut rest[..m * node.out_shape.len()],
-                w: node.weight_of(params),
-                b: node.bias_of(params),
+                w: node.weight_of(sh.params),
+                b: node.bias_of(sh.params),
                 scratch: cols,
                 argmax: &mut argmax[node.argmax.clone()],
             },
@@ -359,16 +496,50 @@ fn forward_nodes<O: Observer>(
     }
 }
 
-/// Backward through every node for the chunk, from the logit gradients
-/// already in the last node's slot of `dacts`. Parameter gradients go to
-/// the lane's own arena, overwritten on its first chunk and added to after.
-/// With `quirk`, the last node's parameter gradients come from the lane's
-/// `wdelta` instead (`Loss::SeedSquaredError`); its input gradient does not.
+/// The input of node `i` for the chunk: the images, or the previous node's output.
+fn input_of<'a>(nodes: &[Node], i: usize, acts: &'a [f32], x: &'a [f32], m: usize) -> &'a [f32] {
+    let len = m * nodes[i].in_shape.len();
+    if i == 0 {
+        &x[..len]
+    } else {
+        &acts[nodes[i - 1].act.start..][..len]
+    }
+}
+
+/// Before the lanes meet at node `b` in the forward pass: the lane's sums
+/// of its input (a lane holds one chunk when its plan has meetings).
+fn meet_forward<O: Observer>(sh: Shared, b: usize, lane: &mut Lane, x: &[f32], c: Chunk, obs: &O) {
+    debug_assert!(c.first, "a lane meets with all its images in one chunk");
+    let t = start::<O>();
+    sh.nodes[b].op.meet_forward(c.m, input_of(sh.nodes, b, &lane.acts, x, c.m), &mut lane.meet);
+    report(obs, t, c.lane, b, Phase::Forward, c.m);
+}
+
+/// Before the lanes meet at node `b` in the backward pass: the lane's sums
+/// of its output gradient, and from them its parameter gradients.
+fn meet_backward<O: Observer>(sh: Shared, b: usize, lane: &mut Lane, x: &[f32], c: Chunk, obs: &O) {
+    let Lane { acts, dacts, grads, meet, .. } = lane;
+    let node = &sh.nodes[b];
+    let stats = &sh.stats[node.stats.clone().expect("a meeting point keeps statistics")];
+    let dy = &dacts[node.act.start..][..c.m * node.out_shape.len()];
+    let (dw, db) = node.grads_of(grads);
+    let t = start::<O>();
+    let input = input_of(sh.nodes, b, acts, x, c.m);
+    node.op.meet_backward(c.m, input, dy, stats, meet, dw, db, !c.first);
+    report(obs, t, c.lane, b, Phase::Backward, c.m);
+}
+
+/// Backward through the nodes of `span`, last first, for the chunk, from
+/// the output gradients of its last node already in `dacts`. Parameter
+/// gradients go to the lane's own arena, overwritten on its first chunk and
+/// added to after. With `quirk`, the last node's parameter gradients come
+/// from the lane's `wdelta` instead (`Loss::SeedSquaredError`); its input
+/// gradient does not.
 #[allow(clippy::too_many_arguments)]
 fn backward_nodes<O: Observer>(
     isa: Isa,
-    nodes: &[Node],
-    params: &[f32],
+    sh: Shared,
+    span: Range<usize>,
     lane: &mut Lane,
     x: &[f32],
     c: Chunk,
@@ -376,10 +547,11 @@ fn backward_nodes<O: Observer>(
     obs: &O,
 ) {
     let Lane { acts, dacts, argmax, cols, grads, wdelta, .. } = lane;
-    let (m, last) = (c.m, nodes.len() - 1);
-    for (i, node) in nodes.iter().enumerate().rev() {
+    let (m, nodes) = (c.m, sh.nodes);
+    let last = nodes.len() - 1;
+    for i in span.rev() {
+        let node = &nodes[i];
         let (in_len, out_len) = (m * node.in_shape.len(), m * node.out_shape.len());
-        let input: &[f32] = if i == 0 { x } else { &acts[nodes[i - 1].act.start..] };
         let (dbefore, drest) = dacts.split_at_mut(node.act.start);
         let (dw, db) = node.grads_of(grads);
         let t = start::<O>();
@@ -388,17 +560,20 @@ fn backward_nodes<O: Observer>(
             node.conv_path,
             m,
             Bwd {
-                x: &input[..in_len],
+                x: input_of(nodes, i, acts, x, m),
                 y: &acts[node.act.start..node.act.start + out_len],
                 dy: &drest[..out_len],
                 dx: if i == 0 { None } else { Some(&mut dbefore[nodes[i - 1].act.start..][..in_len]) },
-                w: node.weight_of(params),
+                w: node.weight_of(sh.params),
                 dw,
                 db,
                 accumulate: !c.first,
                 delta: (quirk && i == last).then_some(&wdelta[..]),
                 scratch: cols,
                 argmax: &argmax[node.argmax.clone()],
+                stats: node.stats.clone().map_or(&[], |r| &sh.stats[r]),
+                totals: sh.totals,
+                count: sh.n * node.op.per_channel(),
             },
         );
         report(obs, t, c.lane, i, Phase::Backward, m);

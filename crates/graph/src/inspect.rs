@@ -5,7 +5,7 @@
 //! Nothing here changes a plan or runs a kernel.
 
 use crate::ops::{self, Op, Refusal, Resolved};
-use crate::plan::{Plan, Shape, LANES, MAX_CHUNK};
+use crate::plan::{Plan, Shape, LANES};
 use crate::spec::ModelSpec;
 
 impl Plan {
@@ -48,14 +48,14 @@ impl Plan {
 pub fn footprint_bytes(spec: &ModelSpec, input: Shape, max_batch: usize) -> u128 {
     let batch = max_batch.max(1);
     let lanes = LANES.min(batch) as u128;
-    let chunk = batch.div_ceil(LANES).min(MAX_CHUNK);
+    let chunk = crate::plan::chunk_for(spec, batch);
     if ops::bounded(&[input.c, input.h, input.w]).is_err() {
         return u128::MAX;
     }
     // Floats per arena: parameters; activations (and their gradients) and
     // max-pool indices per image; convolution scratch per chunk. Spec order:
     // the ReLU that runs after a max pool (see `Plan::new`) changes no size.
-    let (mut params, mut acts, mut argmax, mut scratch) = (0u128, 0u128, 0u128, 0u128);
+    let (mut params, mut acts, mut argmax, mut scratch, mut stats) = (0u128, 0u128, 0u128, 0u128, 0u128);
     let mut shape = input;
     for layer in &spec.layers {
         match ops::resolve(layer, shape) {
@@ -66,6 +66,7 @@ pub fn footprint_bytes(spec: &ModelSpec, input: Shape, max_batch: usize) -> u128
                 acts += out.len() as u128;
                 argmax += op.argmax_len() as u128;
                 scratch = scratch.max(op.scratch_len(chunk) as u128);
+                stats += op.meets() as u128;
                 shape = out;
             }
             Ok(Resolved::Reshape(to)) => shape = to,
@@ -78,7 +79,9 @@ pub fn footprint_bytes(spec: &ModelSpec, input: Shape, max_batch: usize) -> u128
     // softmax probabilities and the seed loss's delta (one logit vector
     // each per image), and the lane's gradient arena.
     let per_lane = (2 * acts + argmax + 2 * shape.len() as u128) * chunk + scratch + params;
-    let floats = 3 * params + lanes * per_lane;
+    // The batch norms' statistics: the step's and the running ones, plus
+    // f64 sums per lane and one combined (counted generously, as floats x2).
+    let floats = 3 * params + lanes * per_lane + 2 * stats + 2 * (lanes + 1) * stats;
     // Plus the plan's bookkeeping: nodes, tensor names, the spec.
     let bookkeeping = 64 * 1024 + 1024 * spec.layers.len() as u128;
     floats.saturating_mul(4).saturating_add(bookkeeping)

@@ -33,7 +33,7 @@ pub mod probe;
 pub mod spec;
 
 pub use checkpoint::{read_model, write_atomic, Arena, CheckpointError, Metadata};
-pub use exec::{lane_range, lanes_images, Event, Observer, Phase, Reduction};
+pub use exec::{lane_range, lanes_images, Alone, Event, Meet, Observer, Phase, Reduction};
 pub use inspect::footprint_bytes;
 pub use kernel::{argmax, isa, ConvPath, Isa, Loss, LossSums};
 pub use ops::Op;

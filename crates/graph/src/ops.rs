@@ -13,9 +13,11 @@
 use std::fmt;
 
 use kernel::{
-    conv2d_backward_via, conv2d_forward_via, dense_backward, dense_forward, dense_input_grad, gap_backward,
-    gap_forward, maxpool_backward, maxpool_forward, relu_backward, relu_forward, Conv2d, ConvPath, Dense,
-    Isa, MaxPool2d,
+    batch_norm_backward, batch_norm_forward, batch_norm_grad_sums, batch_norm_moments,
+    batch_norm_param_grads, batch_norm_running_stats, batch_norm_stats, conv2d_backward_via,
+    conv2d_forward_via, dense_backward, dense_forward, dense_input_grad, gap_backward, gap_forward,
+    maxpool_backward, maxpool_forward, relu_backward, relu_forward, BatchNorm, Conv2d, ConvPath, Dense, Isa,
+    MaxPool2d,
 };
 
 use crate::plan::{Init, Shape};
@@ -28,17 +30,23 @@ use crate::spec::LayerSpec;
 pub const MAX_VALUES: usize = 1 << 40;
 
 /// What a node computes, with its shapes resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
     Conv(Conv2d),
     Relu,
     MaxPool(MaxPool2d),
-    GlobalAvgPool { c: usize, hw: usize },
+    GlobalAvgPool {
+        c: usize,
+        hw: usize,
+    },
     Dense(Dense),
+    /// Needs the whole batch's statistics in training: the executor's
+    /// lanes meet before and after it (see [`Op::meets`]).
+    BatchNorm(BatchNorm),
 }
 
 /// What a layer of a spec becomes on a given input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Resolved {
     /// A node computing `op`, producing `out` per image; `bias`: whether it
     /// has a bias tensor.
@@ -61,6 +69,7 @@ pub(crate) enum Refusal {
     },
     NotFlat,
     NoUnits,
+    BadBatchNorm,
     /// Some buffer would hold more than [`MAX_VALUES`].
     TooLarge,
 }
@@ -82,6 +91,9 @@ impl Refusal {
                 format!("{layer}: input {input} is not flat; add a flatten or global average pool before it")
             }
             Refusal::NoUnits => format!("{layer}: needs at least 1 unit"),
+            Refusal::BadBatchNorm => {
+                format!("{layer}: eps must be positive and finite, momentum between 0 and 1")
+            }
             Refusal::TooLarge => {
                 format!("{layer}: on input {input} it needs a buffer of more than 2^40 values")
             }
@@ -138,6 +150,12 @@ pub(crate) fn resolve(layer: &LayerSpec, input: Shape) -> Result<Resolved, Refus
             bounded(&[units, c])?;
             node(Op::Dense(Dense { inputs: c, outputs: units }), Shape::new(units, 1, 1), bias)
         }
+        LayerSpec::BatchNorm { eps, momentum } => {
+            if !(eps.is_finite() && eps > 0.0 && (0.0..=1.0).contains(&momentum)) {
+                return Err(Refusal::BadBatchNorm);
+            }
+            node(Op::BatchNorm(BatchNorm { c, hw: h * w, eps, momentum }), input, true)
+        }
     }
 }
 
@@ -162,6 +180,9 @@ impl Params {
 
 /// The buffers of one node's forward pass over `m` images.
 pub(crate) struct Fwd<'a> {
+    /// A batch norm's mean and 1/std per channel (the batch's in training,
+    /// the running ones in evaluation); empty for other nodes.
+    pub stats: &'a [f32],
     /// `[m, in_len]`.
     pub x: &'a [f32],
     /// `[m, out_len]`, overwritten.
@@ -195,6 +216,11 @@ pub(crate) struct Bwd<'a> {
     pub delta: Option<&'a [f32]>,
     pub scratch: &'a mut [f32],
     pub argmax: &'a [u32],
+    /// A batch norm's forward statistics, and the whole batch's sums of
+    /// its backward pass ([`Op::meet_backward`]) over `count` values per channel.
+    pub stats: &'a [f32],
+    pub totals: &'a [f64],
+    pub count: usize,
 }
 
 impl Op {
@@ -203,6 +229,7 @@ impl Op {
         let (dims, rank, outputs) = match *self {
             Op::Conv(s) => ([s.c_out, s.c_in, s.kh, s.kw], 4, s.c_out),
             Op::Dense(s) => ([s.outputs, s.inputs, 0, 0], 2, s.outputs),
+            Op::BatchNorm(s) => ([s.c, 0, 0, 0], 1, s.c),
             Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } => return None,
         };
         Some(Params { dims, rank, bias: if bias { outputs } else { 0 } })
@@ -213,7 +240,7 @@ impl Op {
         let (fan_in, conv) = match *self {
             Op::Conv(s) => (s.col_rows(), true),
             Op::Dense(s) => (s.inputs, false),
-            Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } => return 0.0,
+            Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } | Op::BatchNorm(_) => return 0.0,
         };
         let he = (2.0 / fan_in as f64).sqrt();
         match init {
@@ -228,7 +255,76 @@ impl Op {
     pub(crate) fn scratch_len(&self, m: usize) -> usize {
         match *self {
             Op::Conv(s) => s.scratch_len(m),
-            Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } | Op::Dense(_) => 0,
+            Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } | Op::Dense(_) | Op::BatchNorm(_) => 0,
+        }
+    }
+
+    /// Whether the weights start at one (a batch norm's scale) rather
+    /// than drawn at random.
+    pub(crate) fn unit_weight(&self) -> bool {
+        matches!(self, Op::BatchNorm(_))
+    }
+
+    /// Per-channel statistics the node keeps (a batch norm's mean and
+    /// variance, or 1/std), 0 for other nodes: where the lanes meet.
+    pub fn meets(&self) -> usize {
+        match *self {
+            Op::BatchNorm(s) => 2 * s.c,
+            Op::Conv(_) | Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } | Op::Dense(_) => 0,
+        }
+    }
+
+    /// A batch norm's values per channel per image.
+    pub(crate) fn per_channel(&self) -> usize {
+        match *self {
+            Op::BatchNorm(s) => s.hw,
+            _ => 0,
+        }
+    }
+
+    /// Before the lanes meet in the forward pass: this lane's sums of its
+    /// `m` inputs `x` per channel, into `out` (a batch norm's moments).
+    pub(crate) fn meet_forward(&self, m: usize, x: &[f32], out: &mut [f64]) {
+        if let Op::BatchNorm(s) = self {
+            batch_norm_moments(s, m, x, out);
+        }
+    }
+
+    /// Where the lanes met in the forward pass: from the whole batch's
+    /// sums over `n` images, the batch's statistics into `stats` and the
+    /// running ones moved towards them.
+    pub(crate) fn meet_stats(&self, n: usize, totals: &[f64], stats: &mut [f32], running: &mut [f32]) {
+        if let Op::BatchNorm(s) = self {
+            batch_norm_stats(s, n * s.hw, totals, stats, running);
+        }
+    }
+
+    /// Evaluation's statistics into `stats`, from the running ones.
+    pub(crate) fn running_stats(&self, running: &[f32], stats: &mut [f32]) {
+        if let Op::BatchNorm(s) = self {
+            batch_norm_running_stats(s, running, stats);
+        }
+    }
+
+    /// Before the lanes meet in the backward pass: this lane's sums of the
+    /// output gradient `dy` per channel into `out`, and from them its
+    /// parameter gradients (a batch norm's weight and bias).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn meet_backward(
+        &self,
+        m: usize,
+        x: &[f32],
+        dy: &[f32],
+        stats: &[f32],
+        out: &mut [f64],
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+        accumulate: bool,
+    ) {
+        if let Op::BatchNorm(s) = self {
+            batch_norm_grad_sums(s, m, x, dy, stats, out);
+            let db = db.expect("a batch norm has a bias");
+            batch_norm_param_grads(s, out, dw, db, accumulate);
         }
     }
 
@@ -236,7 +332,7 @@ impl Op {
     pub(crate) fn argmax_len(&self) -> usize {
         match *self {
             Op::MaxPool(s) => s.out_len(),
-            Op::Conv(_) | Op::Relu | Op::GlobalAvgPool { .. } | Op::Dense(_) => 0,
+            Op::Conv(_) | Op::Relu | Op::GlobalAvgPool { .. } | Op::Dense(_) | Op::BatchNorm(_) => 0,
         }
     }
 
@@ -245,7 +341,7 @@ impl Op {
         match *self {
             Op::Conv(s) => s.macs(),
             Op::Dense(s) => s.macs(),
-            Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } => 0,
+            Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } | Op::BatchNorm(_) => 0,
         }
     }
 
@@ -255,7 +351,7 @@ impl Op {
         match *self {
             Op::Conv(c) => Some((c.kh, c.stride, c.pad)),
             Op::MaxPool(m) => Some((m.size, m.stride, 0)),
-            Op::Relu | Op::GlobalAvgPool { .. } | Op::Dense(_) => None,
+            Op::Relu | Op::GlobalAvgPool { .. } | Op::Dense(_) | Op::BatchNorm(_) => None,
         }
     }
 
@@ -268,6 +364,7 @@ impl Op {
             Op::MaxPool(_) => ("pool", true),
             Op::GlobalAvgPool { .. } => ("gap", false),
             Op::Dense(_) => ("fc", true),
+            Op::BatchNorm(_) => ("bn", true),
         }
     }
 
@@ -279,6 +376,10 @@ impl Op {
             Op::MaxPool(s) => maxpool_forward(isa, &s, m, f.x, f.y, f.argmax),
             Op::GlobalAvgPool { c, hw } => gap_forward(c, hw, m, f.x, f.y),
             Op::Dense(s) => dense_forward(isa, &s, m, f.x, f.w, f.b, f.y),
+            Op::BatchNorm(s) => {
+                let beta = f.b.expect("a batch norm has a bias");
+                batch_norm_forward(&s, m, f.x, f.stats, f.w, beta, f.y)
+            }
         }
     }
 
@@ -328,6 +429,13 @@ impl Op {
                     gap_backward(c, hw, m, b.dy, dx);
                 }
             }
+            // The parameter gradients came before the lanes met
+            // ([`Op::meet_backward`]); only the input gradient is left.
+            Op::BatchNorm(s) => {
+                if let Some(dx) = b.dx {
+                    batch_norm_backward(&s, m, b.count, b.x, b.dy, b.stats, b.w, b.totals, dx);
+                }
+            }
         }
     }
 }
@@ -349,6 +457,7 @@ impl fmt::Display for Op {
             }
             Op::GlobalAvgPool { .. } => write!(f, "global average pool"),
             Op::Dense(d) => write!(f, "dense {}->{}", d.inputs, d.outputs),
+            Op::BatchNorm(b) => write!(f, "batch_norm {}", b.c),
         }
     }
 }

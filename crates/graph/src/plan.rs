@@ -105,6 +105,9 @@ pub struct Node {
     /// A convolution's path: [`ConvPath::default_for`] the plan's ISA
     /// unless [`Plan::set_conv_path`] chose another. `None` for other ops.
     pub conv_path: Option<ConvPath>,
+    /// A batch norm's statistics: where its mean and 1/std live in the
+    /// plan's `stats`, and its running mean and variance in `running`.
+    pub(crate) stats: Option<Range<usize>>,
 }
 
 impl Node {
@@ -162,6 +165,8 @@ pub(crate) struct Lane {
     pub(crate) wdelta: Vec<f32>,
     pub(crate) grads: Vec<f32>,
     pub(crate) sums: LossSums,
+    /// This lane's per-channel sums at a meeting point (a batch norm).
+    pub(crate) meet: Vec<f64>,
 }
 
 /// A model ready to run: shapes checked, every buffer allocated.
@@ -179,6 +184,22 @@ pub struct Plan {
     pub(crate) lanes: Vec<Lane>,
     /// The kernels every node runs.
     pub(crate) isa: Isa,
+    /// The nodes where the lanes meet (batch norms), in execution order.
+    pub(crate) meets: Vec<usize>,
+    /// The lanes' sums at a meeting point, added in lane order.
+    pub(crate) meet: Vec<f64>,
+    /// Every batch norm's mean and 1/std for the pass at hand (see
+    /// [`Node::stats`]), and its running mean and variance (state that is
+    /// checkpointed but not trained, PyTorch's buffers).
+    pub(crate) stats: Vec<f32>,
+    pub(crate) running: Vec<f32>,
+    /// Per node, the training steps its running statistics have seen
+    /// (PyTorch's `num_batches_tracked`; 0 for nodes without).
+    pub(crate) tracked: Vec<i64>,
+    /// `running` and `tracked` as they were before the last training step
+    /// (see [`Plan::undo_running_stats`]).
+    pub(crate) running_before: Vec<f32>,
+    pub(crate) tracked_before: Vec<i64>,
 }
 
 /// The order the layers of a spec run in: the spec's, except that a ReLU
@@ -199,6 +220,18 @@ fn execution_order(layers: &[LayerSpec]) -> Vec<usize> {
         }
     }
     order
+}
+
+/// Images a lane runs through the network at once for batches of up to
+/// `max_batch`. Lanes meet at a batch norm with every image's activations
+/// in hand, so with one a lane holds all its images at once.
+pub(crate) fn chunk_for(spec: &ModelSpec, max_batch: usize) -> usize {
+    let share = max_batch.div_ceil(LANES);
+    if spec.layers.iter().any(|l| matches!(l, LayerSpec::BatchNorm { .. })) {
+        share
+    } else {
+        share.min(MAX_CHUNK)
+    }
 }
 
 /// The path a node runs at `isa` unless a plan is told otherwise.
@@ -236,10 +269,10 @@ impl Plan {
         if ops::bounded(&[input.c, input.h, input.w]).is_err() {
             return Err(err(0, format!("input shape {input} has more than 2^40 elements")));
         }
-        let chunk = max_batch.div_ceil(LANES).min(MAX_CHUNK);
+        let chunk = chunk_for(spec, max_batch);
         let mut nodes: Vec<Node> = Vec::new();
         let mut tensors: Vec<Tensor> = Vec::new();
-        let (mut n_params, mut n_acts, mut n_argmax, mut n_cols) = (0, 0, 0, 0);
+        let (mut n_params, mut n_acts, mut n_argmax, mut n_cols, mut n_stats) = (0, 0, 0, 0, 0);
         let mut shape = input;
         for i in execution_order(&spec.layers) {
             let (at, layer) = (i + 1, &spec.layers[i]);
@@ -282,6 +315,7 @@ impl Plan {
             let argmax = grow(&mut n_argmax, op.argmax_len() * chunk)?;
             n_cols = n_cols.max(op.scratch_len(chunk));
             let conv_path = default_path(&op, isa);
+            let stats = (op.meets() > 0).then(|| grow(&mut n_stats, op.meets())).transpose()?;
             nodes.push(Node {
                 name,
                 op,
@@ -292,6 +326,7 @@ impl Plan {
                 weight,
                 bias,
                 conv_path,
+                stats,
             });
             shape = out;
         }
@@ -302,6 +337,7 @@ impl Plan {
             }
         }
         let classes = shape.c;
+        let widest = nodes.iter().map(|n| n.op.meets()).max().unwrap_or(0);
         let lanes = (0..LANES.min(max_batch))
             .map(|_| Lane {
                 acts: vec![0.0; n_acts],
@@ -312,8 +348,11 @@ impl Plan {
                 wdelta: vec![0.0; classes * chunk],
                 grads: vec![0.0; n_params],
                 sums: LossSums::default(),
+                meet: vec![0.0; widest],
             })
             .collect();
+        let meets = (0..nodes.len()).filter(|&i| nodes[i].stats.is_some()).collect();
+        let tracked = vec![0; nodes.len()];
         let mut plan = Plan {
             spec: spec.clone(),
             input,
@@ -327,18 +366,33 @@ impl Plan {
             velocity: vec![0.0; n_params],
             lanes,
             isa,
+            meets,
+            meet: vec![0.0; widest],
+            stats: vec![0.0; n_stats],
+            running: vec![0.0; n_stats],
+            running_before: vec![0.0; n_stats],
+            tracked_before: tracked.clone(),
+            tracked,
         };
         plan.initialize(Init::He, 0);
         Ok(plan)
     }
 
-    /// Draw fresh weights (biases zero) from a ChaCha8 stream seeded with
-    /// `seed`, tensor by tensor in layer order; clears optimizer state.
+    /// Draw fresh weights (biases zero; a batch norm's weights one) from a
+    /// ChaCha8 stream seeded with `seed`, tensor by tensor in layer order;
+    /// clears optimizer state and running statistics (mean 0, variance 1).
     pub fn initialize(&mut self, init: Init, seed: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let last = self.nodes.len() - 1;
         for (i, node) in self.nodes.iter().enumerate() {
-            if let Some(w) = &node.weight {
+            if let Some(r) = &node.stats {
+                let (mean, var) = self.running[r.clone()].split_at_mut(r.len() / 2);
+                mean.fill(0.0);
+                var.fill(1.0);
+            }
+            if let (Some(w), true) = (&node.weight, node.op.unit_weight()) {
+                self.params[w.clone()].fill(1.0);
+            } else if let Some(w) = &node.weight {
                 let sd = node.op.init_sd(init, i == last);
                 let normal = Normal::new(0.0, sd).expect("finite, positive standard deviation");
                 for v in &mut self.params[w.clone()] {
@@ -351,6 +405,7 @@ impl Plan {
         }
         self.velocity.fill(0.0);
         self.grads.fill(0.0);
+        self.tracked.fill(0);
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -400,6 +455,57 @@ impl Plan {
         }
         n.conv_path = Some(path);
         Ok(())
+    }
+
+    /// The batch norms' running mean and variance (PyTorch's buffers
+    /// `bnK.running_mean`, `bnK.running_var`), each `[c]`, as tensors of
+    /// [`Plan::running`].
+    pub fn buffers(&self) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let Some(r) = &node.stats else { continue };
+            let c = r.len() / 2;
+            for (suffix, at) in [("running_mean", r.start), ("running_var", r.start + c)] {
+                out.push(Tensor {
+                    name: format!("{}.{suffix}", node.name),
+                    shape: vec![c],
+                    range: at..at + c,
+                });
+            }
+        }
+        out
+    }
+    /// The running statistics, laid out as [`Plan::buffers`] says.
+    pub fn running(&self) -> &[f32] {
+        &self.running
+    }
+    pub fn running_mut(&mut self) -> &mut [f32] {
+        &mut self.running
+    }
+    /// Each batch norm's name and the training steps its running
+    /// statistics have seen (PyTorch's `bnK.num_batches_tracked`).
+    pub fn batches_tracked(&self) -> Vec<(String, i64)> {
+        let bn = self.nodes.iter().zip(&self.tracked).filter(|(n, _)| n.stats.is_some());
+        bn.map(|(n, &t)| (n.name.clone(), t)).collect()
+    }
+    /// Set the count of [`Plan::batches_tracked`] of the batch norm `node`.
+    pub fn set_batches_tracked(&mut self, node: &str, steps: i64) -> Result<(), String> {
+        let at = self.nodes.iter().position(|n| n.name == node && n.stats.is_some());
+        let at = at.ok_or_else(|| format!("{node}: no batch norm of that name"))?;
+        self.tracked[at] = steps;
+        Ok(())
+    }
+    /// Put the running statistics back as they were before the last
+    /// training step: for a step whose update is skipped (a non-finite
+    /// loss), which must leave no trace.
+    pub fn undo_running_stats(&mut self) {
+        self.running.copy_from_slice(&self.running_before);
+        self.tracked.copy_from_slice(&self.tracked_before);
+    }
+    /// Whether the model has a node whose lanes meet (a batch norm): its
+    /// training step depends on the whole batch at once.
+    pub fn has_meets(&self) -> bool {
+        !self.meets.is_empty()
     }
 
     pub fn max_batch(&self) -> usize {

@@ -86,6 +86,7 @@ fn run(plan: &Plan, from: usize, input: &[f32], n: usize) -> Trace {
             node.conv_path,
             n,
             Fwd {
+                stats: &plan.running_stats_of(node),
                 x: if i == from { input } else { &outputs[i - 1] },
                 y: &mut y,
                 w: node.weight_of(plan.params()),
@@ -139,6 +140,11 @@ fn backward_node(plan: &Plan, node: &Node, trace: &Trace, i: usize, dy: &[f32]) 
             delta: None,
             scratch: &mut vec![0.0f32; node.op.scratch_len(n)],
             argmax: &trace.argmax[i],
+            // Evaluation's batch norm is a fixed affine map per channel:
+            // the training formula with no batch sums to subtract.
+            stats: &plan.running_stats_of(node),
+            totals: &vec![0.0; node.op.meets()],
+            count: 1,
         },
     );
     dx

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 /// `conv` (`filters`, `size`, optional `stride` = 1, `pad` = 0,
 /// `bias` = true), `relu`, `max_pool` (`size`, `stride`, optional
 /// `ceil` = false), `global_avg_pool`, `flatten`, `dense` (`units`,
-/// optional `bias` = true).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// optional `bias` = true), `batch_norm` (optional `eps` = 1e-5,
+/// `momentum` = 0.1; after a conv, per channel, or a dense layer, per unit).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerSpec {
     /// 2-D convolution with `filters` output planes and a square kernel.
@@ -43,6 +44,22 @@ pub enum LayerSpec {
         #[serde(default = "yes")]
         bias: bool,
     },
+    /// Batch normalisation as PyTorch's `BatchNorm2d`/`BatchNorm1d`: the
+    /// whole batch's statistics in training, the running ones in evaluation.
+    BatchNorm {
+        #[serde(default = "default_eps")]
+        eps: f32,
+        #[serde(default = "default_momentum")]
+        momentum: f32,
+    },
+}
+
+fn default_eps() -> f32 {
+    1e-5
+}
+
+fn default_momentum() -> f32 {
+    0.1
 }
 
 fn one() -> usize {
@@ -70,13 +87,14 @@ impl fmt::Display for LayerSpec {
             LayerSpec::GlobalAvgPool => write!(f, "global average pool"),
             LayerSpec::Flatten => write!(f, "flatten"),
             LayerSpec::Dense { units, .. } => write!(f, "dense {units}"),
+            LayerSpec::BatchNorm { eps, momentum } => write!(f, "batch_norm eps {eps} momentum {momentum}"),
         }
     }
 }
 
 /// A named model: the layers up to the logits. The loss (softmax with
 /// cross-entropy or squared error) is chosen when training.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
@@ -200,8 +218,18 @@ fn unknown_key_span(
 }
 
 /// Names accepted by [`preset`].
-pub const PRESETS: &[&str] =
-    &["seed-fc", "seed-gap", "seed-fc20", "wide-gap", "seed-fc-valid", "seed-gap-valid", "seed-fc20-valid"];
+pub const PRESETS: &[&str] = &[
+    "seed-fc",
+    "seed-gap",
+    "seed-fc20",
+    "wide-gap",
+    "wide-fc",
+    "deep-gap",
+    "deep-fc",
+    "seed-fc-valid",
+    "seed-gap-valid",
+    "seed-fc20-valid",
+];
 
 /// Padding of the seed network's trunk. The blog does not state it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,6 +259,33 @@ fn seed_trunk(p: Padding) -> Vec<LayerSpec> {
     vec![conv(20, p), Relu, pool(p), conv(20, p), Relu, pool(p), conv(20, p), Relu]
 }
 
+/// The wide trunk: 32, 64, 64, 64 planes, the fourth conv at 8x8.
+fn wide_trunk() -> Vec<LayerSpec> {
+    use LayerSpec::Relu;
+    let p = Padding::Same;
+    vec![conv(32, p), Relu, pool(p), conv(64, p), Relu, pool(p), conv(64, p), Relu, conv(64, p), Relu]
+}
+
+/// The deep trunk: five pad-1 3x3 convs without bias (batch norm's bias
+/// takes its place), each with batch norm and ReLU: 32 planes at 32x32,
+/// 64 and 64 at 16x16, 128 and 128 at 8x8.
+fn deep_trunk() -> Vec<LayerSpec> {
+    use LayerSpec::Relu;
+    let bn = LayerSpec::BatchNorm { eps: default_eps(), momentum: default_momentum() };
+    let block =
+        |filters| [LayerSpec::Conv { filters, size: 3, stride: 1, pad: 1, bias: false }, bn.clone(), Relu];
+    let p = Padding::Same;
+    let mut layers = Vec::new();
+    layers.extend(block(32));
+    layers.push(pool(p));
+    layers.extend(block(64));
+    layers.extend(block(64));
+    layers.push(pool(p));
+    layers.extend(block(128));
+    layers.extend(block(128));
+    layers
+}
+
 /// A preset model by name (see [`PRESETS`]), with 2 classes.
 ///
 /// - `seed-fc`: the trunk, then FC 120 (ReLU), FC 84 (ReLU), FC 2.
@@ -240,6 +295,10 @@ fn seed_trunk(p: Padding) -> Vec<LayerSpec> {
 /// - `wide-gap`: more planes and one more conv: 32, 64, 64, 64 planes
 ///   (the fourth conv at 8x8 without a pool before it), then GAP, FC 2;
 ///   about 3x the seed trunk's cost. The author's second question.
+/// - `wide-fc`: the same trunk, then FC 256 (ReLU), FC 2.
+/// - `deep-gap`: five convs with batch norm (32, 64, 64, 128, 128 planes,
+///   see [`deep_trunk`]), then GAP, FC 2; ~29 M multiply-adds per image.
+/// - `deep-fc`: the same trunk, then FC 256 (ReLU), FC 2 on 8,192 values.
 /// - `*-valid`: the same heads on the valid-padding trunk.
 pub fn preset(name: &str) -> Option<ModelSpec> {
     use LayerSpec::{Flatten, GlobalAvgPool, Relu};
@@ -247,19 +306,18 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
         Some(base) => (base, Padding::Valid),
         None => (name, Padding::Same),
     };
-    let mut layers = if base == "wide-gap" {
-        if padding == Padding::Valid {
-            return None;
-        }
-        let p = Padding::Same;
-        vec![conv(32, p), Relu, pool(p), conv(64, p), Relu, pool(p), conv(64, p), Relu, conv(64, p), Relu]
-    } else {
-        seed_trunk(padding)
+    let (width, head) = base.split_once('-')?;
+    let mut layers = match (width, padding) {
+        ("seed", _) => seed_trunk(padding),
+        ("wide", Padding::Same) => wide_trunk(),
+        ("deep", Padding::Same) => deep_trunk(),
+        _ => return None,
     };
-    match base {
-        "seed-fc" => layers.extend([Flatten, dense(120), Relu, dense(84), Relu, dense(2)]),
-        "seed-gap" | "wide-gap" => layers.extend([GlobalAvgPool, dense(2)]),
-        "seed-fc20" => layers.extend([Flatten, dense(20), Relu, dense(2)]),
+    match (width, head) {
+        ("seed", "fc") => layers.extend([Flatten, dense(120), Relu, dense(84), Relu, dense(2)]),
+        (_, "gap") => layers.extend([GlobalAvgPool, dense(2)]),
+        ("seed", "fc20") => layers.extend([Flatten, dense(20), Relu, dense(2)]),
+        ("wide" | "deep", "fc") => layers.extend([Flatten, dense(256), Relu, dense(2)]),
         _ => return None,
     }
     Some(ModelSpec { name: name.to_string(), layers })

@@ -24,7 +24,9 @@ fn train(
             let (x, y) = random_batch(&plan, batch, step);
             losses.push(plan.train_step(&x, &y, loss, red, &sgd).loss.to_bits());
         }
-        (plan.params().iter().map(|v| v.to_bits()).collect(), losses)
+        // The parameters, then the batch norms' running statistics.
+        let running = plan.running().iter().map(|v| v.to_bits());
+        (plan.params().iter().map(|v| v.to_bits()).chain(running).collect(), losses)
     })
 }
 
@@ -64,4 +66,18 @@ fn seed_gap_seed_recipe_batch_200() {
 #[test]
 fn seed_fc_seed_recipe_batch_200() {
     check("seed-fc", 200, Loss::SeedSquaredError, Reduction::Sum, Sgd::seed(0.01));
+}
+
+/// Batch norm: every lane's sums meet in lane order, so the statistics,
+/// and with them everything after, do not depend on the threads. 20 images
+/// fill the 8 lanes unevenly.
+#[test]
+fn deep_gap_modern_batch_20() {
+    check(
+        "deep-gap",
+        20,
+        Loss::CrossEntropy,
+        Reduction::Mean,
+        Sgd { lr: 0.05, momentum: 0.9, weight_decay: 5e-4, clip_dense: false },
+    );
 }

@@ -58,3 +58,56 @@ fn multi_chunk_lanes_accumulate() {
         println!("tiny, 150 images, {isa}: worst relative error {worst:.2e}");
     }
 }
+
+/// Batch norm in training mode: the whole batch's statistics, after a
+/// convolution (per channel) and after a dense layer (per unit), over a
+/// batch that fills several lanes unevenly.
+#[test]
+fn batch_norm_after_conv_and_dense() {
+    let bn = LayerSpec::BatchNorm { eps: 1e-5, momentum: 0.1 };
+    let spec = ModelSpec {
+        name: "bn".into(),
+        layers: vec![
+            LayerSpec::Conv { filters: 4, size: 3, stride: 1, pad: 1, bias: false },
+            bn.clone(),
+            LayerSpec::Relu,
+            LayerSpec::MaxPool { size: 3, stride: 2, ceil: true },
+            LayerSpec::Conv { filters: 5, size: 3, stride: 1, pad: 1, bias: false },
+            bn.clone(),
+            LayerSpec::Relu,
+            LayerSpec::Flatten,
+            LayerSpec::Dense { units: 6, bias: true },
+            bn,
+            LayerSpec::Relu,
+            LayerSpec::Dense { units: 3, bias: true },
+        ],
+    };
+    for (loss, red) in [(Loss::CrossEntropy, Reduction::Mean), (Loss::SquaredError, Reduction::Sum)] {
+        for isa in isas("batch_norm_after_conv_and_dense") {
+            let mut plan = Plan::for_isa(&spec, Shape::new(2, 7, 7), 13, isa).unwrap();
+            let (x, y) = random_batch(&plan, 13, 17);
+            let worst = check_gradients(&mut plan, &x, &y, loss, red, 8);
+            println!("batch norm, 13 images, {loss:?} {isa}: worst relative error {worst:.2e}");
+        }
+    }
+}
+
+#[test]
+fn deep_gap_cross_entropy_mean() {
+    check_preset_at("deep-gap", Shape::new(3, 16, 16), 6);
+}
+
+#[test]
+fn deep_fc_cross_entropy_mean() {
+    check_preset_at("deep-fc", Shape::new(3, 8, 8), 5);
+}
+
+fn check_preset_at(name: &str, input: Shape, n: usize) {
+    let spec = preset(name).unwrap();
+    for isa in isas(name) {
+        let mut plan = Plan::for_isa(&spec, input, n, isa).unwrap();
+        let (x, y) = random_batch(&plan, n, 5);
+        let worst = check_gradients(&mut plan, &x, &y, Loss::CrossEntropy, Reduction::Mean, 4);
+        println!("{name} {isa}: worst relative error {worst:.2e}");
+    }
+}

@@ -38,7 +38,7 @@ fn reference_from(plan: &Plan, from: usize, mut a: Vec<f64>) -> Vec<Vec<f64>> {
     let params: Vec<f64> = plan.params().iter().map(|&v| v as f64).collect();
     let mut outs = Vec::new();
     for node in &plan.nodes()[from..] {
-        a = reference_node(node, &params, &a);
+        a = reference_node(plan, node, &params, &a);
         outs.push(a.clone());
     }
     outs

@@ -43,6 +43,7 @@ macro_rules! with_vector {
 }
 
 pub mod activation;
+pub mod batchnorm;
 pub mod conv;
 pub mod dense;
 pub mod dense_simd;
@@ -57,6 +58,10 @@ pub mod reference;
 pub mod simd;
 
 pub use activation::{relu_backward, relu_forward};
+pub use batchnorm::{
+    batch_norm_backward, batch_norm_forward, batch_norm_grad_sums, batch_norm_moments,
+    batch_norm_param_grads, batch_norm_running_stats, batch_norm_stats, BatchNorm,
+};
 pub use conv::{
     col2im, conv2d_backward, conv2d_backward_via, conv2d_forward, conv2d_forward_via, im2col, Conv2d,
     ConvPath,

@@ -97,3 +97,50 @@ pub fn softmax_loss(loss: Loss, z: &[f64], label: usize) -> f64 {
 pub fn seed_error(z: &[f64], label: usize) -> f64 {
     softmax(z).iter().enumerate().map(|(j, p)| (p - if j == label { 1.0 } else { 0.0 }).powi(2)).sum()
 }
+
+/// Batch normalisation in training mode over a whole batch of images, each
+/// `[c, hw]`: per channel, the batch's mean and biased variance.
+pub fn batch_norm_train(
+    c: usize,
+    hw: usize,
+    eps: f64,
+    batch: &[Vec<f64>],
+    gamma: &[f64],
+    beta: &[f64],
+) -> Vec<Vec<f64>> {
+    let count = (batch.len() * hw) as f64;
+    let mut out: Vec<Vec<f64>> = batch.to_vec();
+    for ch in 0..c {
+        let values = || batch.iter().flat_map(|x| x[ch * hw..(ch + 1) * hw].iter().copied());
+        let mean = values().sum::<f64>() / count;
+        let var = values().map(|v| (v - mean) * (v - mean)).sum::<f64>() / count;
+        let invstd = 1.0 / (var + eps).sqrt();
+        for (x, y) in batch.iter().zip(&mut out) {
+            for i in ch * hw..(ch + 1) * hw {
+                y[i] = (x[i] - mean) * invstd * gamma[ch] + beta[ch];
+            }
+        }
+    }
+    out
+}
+
+/// Batch normalisation in evaluation mode of one image `[c, hw]`, with the
+/// running statistics.
+pub fn batch_norm_eval(
+    c: usize,
+    hw: usize,
+    eps: f64,
+    x: &[f64],
+    running: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+) -> Vec<f64> {
+    let mut y = x.to_vec();
+    for ch in 0..c {
+        let invstd = 1.0 / (running[c + ch] + eps).sqrt();
+        for v in &mut y[ch * hw..(ch + 1) * hw] {
+            *v = (*v - running[ch]) * invstd * gamma[ch] + beta[ch];
+        }
+    }
+    y
+}

@@ -20,14 +20,21 @@ pub fn reference_loss(
 ) -> f64 {
     let per = plan.input_shape().len();
     let nodes = nodes_in_spec_order(plan);
-    let mut total = 0.0;
-    for (i, &label) in labels.iter().enumerate() {
-        let mut a: Vec<f64> = x[i * per..(i + 1) * per].iter().map(|&v| v as f64).collect();
-        for node in &nodes {
-            a = reference_node(node, params, &a);
-        }
-        total += reference::softmax_loss(loss, &a, label as usize);
+    let mut batch: Vec<Vec<f64>> =
+        (0..labels.len()).map(|i| x[i * per..(i + 1) * per].iter().map(|&v| v as f64).collect()).collect();
+    for node in &nodes {
+        batch = match node.op {
+            // Training mode: the whole batch's statistics.
+            Op::BatchNorm(s) => {
+                let (gamma, beta) =
+                    (&params[node.weight.clone().unwrap()], &params[node.bias.clone().unwrap()]);
+                reference::batch_norm_train(s.c, s.hw, s.eps as f64, &batch, gamma, beta)
+            }
+            _ => batch.iter().map(|a| reference_node(plan, node, params, a)).collect(),
+        };
     }
+    let total: f64 =
+        batch.iter().zip(labels).map(|(a, &label)| reference::softmax_loss(loss, a, label as usize)).sum();
     match red {
         Reduction::Mean => total / labels.len() as f64,
         Reduction::Sum => total,
@@ -35,8 +42,9 @@ pub fn reference_loss(
 }
 
 /// One image through one node in f64, with the naive reference kernels and
-/// the parameters `params` (same layout as `plan.params()`).
-pub fn reference_node(node: &Node, params: &[f64], a: &[f64]) -> Vec<f64> {
+/// the parameters `params` (same layout as `plan.params()`); a batch norm
+/// in evaluation mode, with the plan's running statistics.
+pub fn reference_node(plan: &Plan, node: &Node, params: &[f64], a: &[f64]) -> Vec<f64> {
     let w = node.weight.clone().map(|r| &params[r]);
     let b = node.bias.clone().map(|r| &params[r]);
     match node.op {
@@ -45,6 +53,13 @@ pub fn reference_node(node: &Node, params: &[f64], a: &[f64]) -> Vec<f64> {
         Op::MaxPool(s) => reference::maxpool(&s, a),
         Op::GlobalAvgPool { c, hw } => reference::gap(c, hw, a),
         Op::Dense(s) => reference::dense(&s, a, w.unwrap(), b),
+        Op::BatchNorm(s) => {
+            let t =
+                plan.buffers().into_iter().find(|t| t.name == format!("{}.running_mean", node.name)).unwrap();
+            let running: Vec<f64> =
+                plan.running()[t.range.start..t.range.start + 2 * s.c].iter().map(|&v| v as f64).collect();
+            reference::batch_norm_eval(s.c, s.hw, s.eps as f64, a, &running, w.unwrap(), b.unwrap())
+        }
     }
 }
 
@@ -64,6 +79,7 @@ fn nodes_in_spec_order(plan: &Plan) -> Vec<&Node> {
             LayerSpec::MaxPool { .. } => "pool",
             LayerSpec::GlobalAvgPool => "gap",
             LayerSpec::Dense { .. } => "fc",
+            LayerSpec::BatchNorm { .. } => "bn",
         };
         let i = (0..used.len())
             .find(|&i| !used[i] && plan.nodes()[i].name.starts_with(want))

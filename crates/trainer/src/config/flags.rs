@@ -154,7 +154,7 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// A preset (seed-fc, seed-gap, seed-fc20, wide-gap, *-valid) or a model spec file (.toml)
+    /// A preset (seed-fc, seed-gap, seed-fc20, wide-gap, wide-fc, deep-gap, deep-fc, seed-*-valid) or a model spec file (.toml)
     #[arg(long, default_value = "seed-gap")]
     pub model: String,
     /// Continue the run in this folder from its last committed checkpoint, bit-identically, and

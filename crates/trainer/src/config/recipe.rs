@@ -8,9 +8,9 @@ use graph::{Init, Loss, Reduction};
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Recipe {
-    /// Cross-entropy, SGD momentum 0.9, weight decay 5e-4, cosine schedule, He init, batch 64
+    /// Cross-entropy, SGD momentum 0.9, weight decay 5e-4 (on every parameter, batch norm's too, as torch.optim.SGD), cosine schedule, He init, batch 64
     Modern,
-    /// The original engine: squared error on softmax (with its softmax-layer weight-gradient quirk), plain SGD lr 0.01, gradients summed over batch 200, every dense step clipped to min(lr, 0.05*sqrt(2/outputs)/max|g|), no biases, conv init N(0, 1/9), dense N(0, sqrt(2/fan_in)/10) (output layer /100), pixels in [0,1]
+    /// The original engine: squared error on softmax (with its softmax-layer weight-gradient quirk), plain SGD lr 0.01, gradients summed over batch 200, every dense step clipped to min(lr, 0.05*sqrt(2/outputs)/max|g|), no biases, conv init N(0, 1/9), dense N(0, sqrt(2/fan_in)/10) (output layer /100), pixels in [0,1]; a batch_norm layer (not in the original engine) keeps its weight (init 1) and bias (init 0), batch statistics as in the modern recipe, and steps at lr without the clip
     Seed,
 }
 

@@ -28,7 +28,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use graph::{lane_range, lanes_images, Loss, LossSums, Plan, Reduction};
+use graph::{lane_range, lanes_images, Loss, LossSums, Meet, Plan, Reduction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +214,13 @@ impl Team {
         if let Some(world) = &self.world {
             world.bcast_f32(0, plan.params_mut());
             world.bcast_f32(0, plan.velocity_mut());
+            world.bcast_f32(0, plan.running_mut());
+            let tracked = plan.batches_tracked();
+            let mut steps: Vec<u64> = tracked.iter().map(|&(_, t)| t as u64).collect();
+            world.bcast_u64(0, &mut steps);
+            for ((node, _), t) in tracked.into_iter().zip(steps) {
+                plan.set_batches_tracked(&node, t as i64).map_err(|e| anyhow!(e))?;
+            }
         }
         Ok(at)
     }
@@ -244,7 +251,8 @@ impl Team {
         let Some(world) = &self.world else {
             return (plan.forward_backward(x, labels, loss, reduction), stop);
         };
-        let ran = plan.forward_backward_lanes(x, labels, loss, reduction, self.lanes(plan));
+        let meet = Chain { world, rank: self.rank, ranks: self.ranks, comm: &self.comm };
+        let ran = plan.forward_backward_lanes(x, labels, loss, reduction, self.lanes(plan), &meet);
         let t = Instant::now();
         let (rank, last) = (self.rank, self.ranks - 1);
         let mut sums = LossSums::default();
@@ -308,6 +316,36 @@ impl Team {
     /// Time spent in [`Team::step`]'s exchange (and waiting in it) since the last call.
     pub fn take_comm(&self) -> Duration {
         self.comm.replace(Duration::ZERO)
+    }
+}
+
+/// The ranks meeting at a batch norm: the sum passed along the ranks in
+/// rank order, then broadcast by the last, as the gradients are.
+struct Chain<'a> {
+    world: &'a World,
+    rank: usize,
+    ranks: usize,
+    comm: &'a Cell<Duration>,
+}
+
+impl Meet for Chain<'_> {
+    fn before(&self, sums: &mut [f64]) -> bool {
+        if self.rank == 0 {
+            return false;
+        }
+        let t = Instant::now();
+        self.world.recv_u64(self.rank - 1, bytemuck::cast_slice_mut(sums));
+        self.comm.set(self.comm.get() + t.elapsed());
+        true
+    }
+    fn after(&self, sums: &mut [f64]) {
+        let t = Instant::now();
+        let last = self.ranks - 1;
+        if self.rank < last {
+            self.world.send_u64(self.rank + 1, bytemuck::cast_slice(sums));
+        }
+        self.world.bcast_u64(last, bytemuck::cast_slice_mut(sums));
+        self.comm.set(self.comm.get() + t.elapsed());
     }
 }
 

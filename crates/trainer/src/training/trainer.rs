@@ -217,6 +217,7 @@ impl<'a> Trainer<'a> {
                 sums.add(&step, idx.len());
             }
             Some(_) if config.skip_nonfinite => {
+                self.plan.undo_running_stats();
                 sums.skipped += 1;
                 self.at.skipped_total += 1;
             }
