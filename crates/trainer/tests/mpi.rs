@@ -117,6 +117,30 @@ fn every_number_of_ranks_trains_one_process_bits() {
     }
 }
 
+/// Batch norm: the ranks meet at each batch norm, forward and backward,
+/// and pass the statistics' sums along in rank order; the state (with the
+/// running statistics and step counts) has one process's bits.
+#[test]
+fn batch_norm_on_1_2_and_4_ranks_trains_one_process_bits() {
+    let _job = one_at_a_time();
+    let dir = tmp("mpi-bn");
+    let data = dir.join("data");
+    make_data(&data, 120, 40);
+    let alone = dir.join("alone");
+    ok(
+        command(&train_args("deep-gap", "modern", &data, &alone, &["--epochs", "1"])).output().unwrap(),
+        "alone",
+    );
+    let want = bytes(&alone.join("state.safetensors"));
+    for n in [1, 2, 4] {
+        let out = dir.join(format!("ranks-{n}"));
+        let train = train_args("deep-gap", "modern", &data, &out, &["--epochs", "1"]);
+        ok(mpirun(n, &[], &train).output().unwrap(), &format!("deep-gap on {n} ranks"));
+        assert!(bytes(&out.join("state.safetensors")) == want, "deep-gap on {n} ranks: the state differs");
+        assert_eq!(metrics_but_timings(&out), metrics_but_timings(&alone), "deep-gap on {n} ranks");
+    }
+}
+
 #[test]
 fn a_run_resumes_on_any_number_of_ranks() {
     let _job = one_at_a_time();
