@@ -94,7 +94,7 @@ fn batch_norm_after_conv_and_dense() {
 
 #[test]
 fn deep_gap_cross_entropy_mean() {
-    check_preset_at("deep-gap", Shape::new(3, 16, 16), 6);
+    check_preset_at("deep-gap", Shape::new(3, 8, 8), 5);
 }
 
 #[test]
