@@ -1,5 +1,6 @@
-//! One table of where the time goes, conv against GAP: `cargo bench --bench
-//! summary` (about two minutes; `-- --quick` for a smoke run of a few seconds).
+//! One table of where the time goes, conv against GAP, and a section on the
+//! deeper `deep-gap` with batch norm: `cargo bench --bench summary` (about
+//! three minutes; `-- --quick` for a smoke run of ten seconds or so).
 //!
 //! A self-timing bench (no criterion): every measurement is calibrated to
 //! blocks of ~0.2 s, then all blocks run round-robin for 21 rounds, so a
@@ -19,11 +20,21 @@
 //! - the batch-64 training step observed node by node
 //!   (`Plan::forward_backward_observed`, the plain step's code with a clock
 //!   around every node, then `Plan::sgd_step`): the lane time of every
-//!   layer, forward and backward, as a share of the observed step's time.
+//!   layer, forward and backward, as a share of the observed step's time;
+//! - in its own section (`summary/deep.rs`), `deep-gap` (five convs, each
+//!   with batch norm and ReLU; a step ~15x seed-fc's, so one step per block):
+//!   the batch-64 step at every ISA this CPU runs (images/s, % of the
+//!   ceiling), and its observed step split into convolutions forward and
+//!   backward, batch norm (its share printed against issue 24's 10% bound),
+//!   pools, ReLUs, head, reduction + update, and the rest (lanes idle at the
+//!   ends of the segments between batch norms, fork/join), with the
+//!   convolutions' own rate against the ceiling beside the whole step's.
 //!
 //! Prints Markdown (README-ready) on stdout; progress on stderr.
 
 mod common;
+#[path = "summary/deep.rs"]
+mod deep;
 #[path = "summary/report.rs"]
 mod report;
 
@@ -32,7 +43,8 @@ use std::time::Instant;
 
 use common::timing::{est, median, run, Cfg, Est, Job};
 use common::{plan, plan_for, Ceiling, NodeTimes, LOSS, PRESETS, REDUCTION, SGD};
-use graph::Isa;
+use deep::Deep;
+use graph::{Isa, Plan};
 use report::{print_report, Report, Speeds, VALID};
 
 /// `12,345`.
@@ -84,15 +96,63 @@ impl Observed {
     fn med(&self, f: impl Fn(usize) -> f64) -> f64 {
         median(&(0..self.us.len()).map(f).collect::<Vec<_>>())
     }
+    /// From an observed job's records, one per call: the last `rounds` are
+    /// the rounds' (the ones before, its calibration calls); `n` images per
+    /// step on `threads` threads.
+    fn new(
+        nanos: &[Vec<[u64; 2]>],
+        walls: &[(u64, StepWall)],
+        rounds: usize,
+        n: usize,
+        threads: usize,
+    ) -> Self {
+        let (nanos, walls) = (&nanos[nanos.len() - rounds..], &walls[walls.len() - rounds..]);
+        let per_image = |ns: u64, iters: u64| ns as f64 / 1e3 / (iters as f64 * n as f64);
+        let us = nanos
+            .iter()
+            .zip(walls)
+            .map(|(ns, &(iters, _))| {
+                ns.iter().map(|t| [per_image(t[0], iters), per_image(t[1], iters)]).collect()
+            })
+            .collect();
+        let t = threads as u64;
+        let update_us = walls.iter().map(|&(iters, w)| per_image((w.reduce + w.sgd) * t, iters)).collect();
+        let step_us = walls.iter().map(|&(iters, w)| per_image((w.step + w.sgd) * t, iters)).collect();
+        Observed { us, update_us, step_us }
+    }
+    /// Thread-µs per image of `rows` in round `r`, directions `dirs` (0
+    /// forward, 1 backward).
+    fn sum(&self, r: usize, rows: &[usize], dirs: &[usize]) -> f64 {
+        rows.iter().flat_map(|&i| dirs.iter().map(move |&d| self.us[r][i][d])).sum()
+    }
+    /// Thread-µs per image of `rows` in the directions `dirs`, and the
+    /// median share of the step.
+    fn part(&self, rows: &[usize], dirs: &[usize]) -> (f64, f64) {
+        (self.med(|r| self.sum(r, rows, dirs)), self.med(|r| self.sum(r, rows, dirs) / self.step_us[r]))
+    }
     /// Thread-µs per image of `rows`: forward, backward, and the median
     /// share of the step.
     fn rows(&self, rows: &[usize]) -> (f64, f64, f64) {
-        let sum = |r: usize, d: usize| rows.iter().map(|&i| self.us[r][i][d]).sum::<f64>();
-        (
-            self.med(|r| sum(r, 0)),
-            self.med(|r| sum(r, 1)),
-            self.med(|r| (sum(r, 0) + sum(r, 1)) / self.step_us[r]),
-        )
+        (self.part(rows, &[0]).0, self.part(rows, &[1]).0, self.part(rows, &[0, 1]).1)
+    }
+    /// Per round: the GFLOP/s per thread of `flops` per image done in the
+    /// lane time of `rows` (directions `dirs`), and its % of that round's
+    /// `ceiling` (all threads) per thread: the lane time is thread-time.
+    fn rates(
+        &self,
+        rows: &[usize],
+        dirs: &[usize],
+        flops: f64,
+        ceiling: &[f64],
+        threads: usize,
+    ) -> Vec<[f64; 2]> {
+        (0..self.us.len())
+            .zip(ceiling)
+            .map(|(r, c)| {
+                let gflops = flops / self.sum(r, rows, dirs) / 1e3;
+                [gflops, gflops / (c / threads as f64) * 100.0]
+            })
+            .collect()
     }
     /// Time the nodes and the update do not account for (threads idle at
     /// the end of the lanes, fork/join, timers), per image, and its share.
@@ -103,6 +163,42 @@ impl Observed {
         };
         (self.med(rest), self.med(|r| rest(r) / self.step_us[r]))
     }
+}
+
+/// `Plan::train_step` on the batch `x`, `y`.
+fn train_job<'a>(plan: &'a mut Plan, x: &'a [f32], y: &'a [u32]) -> Job<'a> {
+    Job::new(move |iters| {
+        for _ in 0..iters {
+            black_box(plan.train_step(x, y, LOSS, REDUCTION, &SGD));
+        }
+    })
+}
+
+/// The training step observed node by node (`forward_backward_observed`,
+/// then `sgd_step`): every call pushes the nodes' lane times (`times`) onto
+/// `nanos` and its walls onto `walls`, for [`Observed::new`].
+fn observed_job<'a>(
+    plan: &'a mut Plan,
+    times: &'a NodeTimes,
+    (x, y): (&'a [f32], &'a [u32]),
+    nanos: &'a mut Vec<Vec<[u64; 2]>>,
+    walls: &'a mut Vec<(u64, StepWall)>,
+) -> Job<'a> {
+    Job::new(move |iters| {
+        times.reset();
+        let mut wall = StepWall::default();
+        for _ in 0..iters {
+            let t = Instant::now();
+            black_box(plan.forward_backward_observed(x, y, LOSS, REDUCTION, times));
+            wall.step += t.elapsed().as_nanos() as u64;
+            let t = Instant::now();
+            plan.sgd_step(&SGD);
+            wall.sgd += t.elapsed().as_nanos() as u64;
+        }
+        wall.reduce = times.reduce_nanos();
+        nanos.push(times.nanos());
+        walls.push((iters, wall));
+    })
 }
 
 fn first_line(path: &str, key: &str) -> Option<String> {
@@ -200,6 +296,7 @@ fn main() {
         .collect();
     let mut node_nanos: Vec<Vec<Vec<[u64; 2]>>> = vec![Vec::new(); PRESETS.len()];
     let mut step_walls: Vec<Vec<(u64, StepWall)>> = vec![Vec::new(); PRESETS.len()];
+    let mut deep = Deep::new(n);
 
     // Jobs, in this order: ceiling on all threads, ceiling on 1 thread,
     // then for each preset: train 64, train 256, infer 64, infer 256,
@@ -230,16 +327,8 @@ fn main() {
         let [t64, t256] = t;
         let [i64, i256] = i;
         let (x, y, xb, yb) = (&x, &y, &xb, &yb);
-        mine.push(Job::new(move |iters| {
-            for _ in 0..iters {
-                black_box(t64.train_step(x, y, LOSS, REDUCTION, &SGD));
-            }
-        }));
-        mine.push(Job::new(move |iters| {
-            for _ in 0..iters {
-                black_box(t256.train_step(xb, yb, LOSS, REDUCTION, &SGD));
-            }
-        }));
+        mine.push(train_job(t64, x, y));
+        mine.push(train_job(t256, xb, yb));
         mine.push(Job::new(move |iters| {
             let mut logits = vec![0.0f32; n * i64.classes()];
             for _ in 0..iters {
@@ -260,21 +349,7 @@ fn main() {
                 }
             })
         }));
-        mine.push(Job::new(move |iters| {
-            times.reset();
-            let mut wall = StepWall::default();
-            for _ in 0..iters {
-                let t = Instant::now();
-                black_box(w.forward_backward_observed(x, y, LOSS, REDUCTION, times));
-                wall.step += t.elapsed().as_nanos() as u64;
-                let t = Instant::now();
-                w.sgd_step(&SGD);
-                wall.sgd += t.elapsed().as_nanos() as u64;
-            }
-            wall.reduce = times.reduce_nanos();
-            nanos.push(times.nanos());
-            walls.push((iters, wall));
-        }));
+        mine.push(observed_job(w, times, (x, y), nanos, walls));
         by_preset.push(mine);
     }
     let per_preset = by_preset[0].len();
@@ -288,21 +363,12 @@ fn main() {
     // The valid-padding variants' batch-64 step, for their % of the ceiling.
     let first_valid = jobs.len();
     for v in &mut valid {
-        let (x, y) = (&x, &y);
-        jobs.push(Job::new(move |iters| {
-            for _ in 0..iters {
-                black_box(v.train_step(x, y, LOSS, REDUCTION, &SGD));
-            }
-        }));
+        jobs.push(train_job(v, &x, &y));
     }
     let first_isa = jobs.len();
     for [t, i] in &mut by_isa {
-        let (x, y) = (&x, &y);
-        jobs.push(Job::new(move |iters| {
-            for _ in 0..iters {
-                black_box(t.train_step(x, y, LOSS, REDUCTION, &SGD));
-            }
-        }));
+        jobs.push(train_job(t, &x, &y));
+        let x = &x;
         jobs.push(Job::new(move |iters| {
             let mut logits = vec![0.0f32; n * i.classes()];
             for _ in 0..iters {
@@ -310,6 +376,8 @@ fn main() {
             }
         }));
     }
+    let first_deep = jobs.len();
+    jobs.extend(deep.jobs(&x, &y));
     eprintln!("summary: {} measurements x {} rounds", jobs.len(), cfg.rounds);
     run(&mut jobs, &cfg);
     let secs: Vec<Vec<f64>> = jobs.iter().map(|j| j.secs.clone()).collect();
@@ -357,23 +425,7 @@ fn main() {
         .collect();
 
     let observed: Vec<Observed> = (0..PRESETS.len())
-        .map(|p| {
-            let nanos = &node_nanos[p][node_nanos[p].len() - rounds..];
-            let walls = &step_walls[p][step_walls[p].len() - rounds..];
-            let per_image = |ns: u64, iters: u64| ns as f64 / 1e3 / (iters as f64 * n as f64);
-            let us = nanos
-                .iter()
-                .zip(walls)
-                .map(|(ns, &(iters, _))| {
-                    ns.iter().map(|t| [per_image(t[0], iters), per_image(t[1], iters)]).collect()
-                })
-                .collect();
-            let t = threads as u64;
-            let update_us =
-                walls.iter().map(|&(iters, w)| per_image((w.reduce + w.sgd) * t, iters)).collect();
-            let step_us = walls.iter().map(|&(iters, w)| per_image((w.step + w.sgd) * t, iters)).collect();
-            Observed { us, update_us, step_us }
-        })
+        .map(|p| Observed::new(&node_nanos[p], &step_walls[p], rounds, n, threads))
         .collect();
 
     // img/s per round of (preset p, ISA k, job 0 = train / 1 = predict).
@@ -416,4 +468,5 @@ fn main() {
         "\nOther tables use the {} kernels (`Isa::detect`; `GAPNET_ISA` chooses).",
         Isa::detect().label()
     );
+    deep.print(&deep::Run { secs: &secs[first_deep..], ceiling: &ceiling_all, rounds, n, threads });
 }

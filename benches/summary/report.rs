@@ -272,15 +272,15 @@ pub fn print_report(r: &Report) {
         }
         // GFLOP/s and % of the per-thread ceiling, per round of both observed steps
         let series = |d: usize, flops: u64| {
-            let (mut g, mut pct) = (Vec::new(), Vec::new());
-            for rp in r.observed {
-                for (round, ceiling) in rp.us.iter().zip(&r.ceiling_series) {
-                    let gflops = flops as f64 / round[i][d] / 1e3;
-                    g.push(gflops);
-                    pct.push(gflops / (ceiling / r.threads as f64) * 100.0);
-                }
-            }
-            (median(&g), median(&pct))
+            let rates: Vec<[f64; 2]> = r
+                .observed
+                .iter()
+                .flat_map(|rp| rp.rates(&[i], &[d], flops as f64, &r.ceiling_series, r.threads))
+                .collect();
+            (
+                median(&rates.iter().map(|g| g[0]).collect::<Vec<_>>()),
+                median(&rates.iter().map(|g| g[1]).collect::<Vec<_>>()),
+            )
         };
         let ((gf, pf), (gb, pb)) = (series(0, ff), series(1, fb));
         println!(
