@@ -25,7 +25,7 @@
 //!   with batch norm and ReLU; a step ~15x seed-fc's, so one step per block):
 //!   the batch-64 step at every ISA this CPU runs (images/s, % of the
 //!   ceiling), and its observed step split into convolutions forward and
-//!   backward, batch norm (its share printed against issue 24's 10% bound),
+//!   backward, batch norm (its share printed against the 10% it is held to),
 //!   pools, ReLUs, head, reduction + update, and the rest (lanes idle at the
 //!   ends of the segments between batch norms, fork/join), with the
 //!   convolutions' own rate against the ceiling beside the whole step's.

@@ -189,7 +189,7 @@ impl Deep {
         );
         let verdict = if bn_share <= BN_BOUND { "within" } else { "**over**" };
         println!(
-            "\n**Batch norm: {:.1}% of the step** ({verdict} issue 24's bound of {:.0}%).\n",
+            "\n**Batch norm: {:.1}% of the step** ({verdict} the bound of {:.0}% it is held to).\n",
             bn_share * 100.0,
             BN_BOUND * 100.0
         );
