@@ -94,11 +94,19 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// or the new one, never a torn one: a temporary file in the same folder,
 /// written and fsynced, renamed over `path`, then the folder fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no file name"))?;
+    write_atomic_as(path, &name.to_string_lossy(), bytes)
+}
+
+/// [`write_atomic`] with the temporary file named `.<stem>.tmp-<pid>` rather
+/// than after the file: for a file whose readers would take the temporary
+/// copy for one of theirs (TensorBoard reads every file with `tfevents` in
+/// its name).
+pub fn write_atomic_as(path: &Path, stem: &str, bytes: &[u8]) -> io::Result<()> {
     // Never rename over a device, FIFO or folder.
     graph::bounded::check_output(path)?;
     let dir = parent(path);
-    let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(".{stem}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = step(File::create(&tmp), "create", &tmp)?;
         step(file.write_all(bytes), "write", &tmp)?;

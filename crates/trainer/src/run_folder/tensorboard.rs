@@ -28,7 +28,8 @@
 //! the folder hold exactly one events file with exactly the committed
 //! epochs, valued as the rows `metrics.csv` is rebuilt from: a file that
 //! already does is kept and appended to; otherwise a rebuilt file is written
-//! atomically under a new, later name and every other events file removed.
+//! atomically under a new, later name and every other file TensorBoard
+//! would read (any with `tfevents` in its name) removed.
 //! So a reader never sees an epoch twice, whatever it does with a repeated
 //! step. The wall times of the epochs the old file holds are kept (read back
 //! from its whole, CRC-valid records).
@@ -49,9 +50,15 @@ use anyhow::{Context, Result};
 use super::metrics::EpochRow;
 use crate::fsops;
 
-/// How every events file's name begins (TensorBoard's own test for one is
-/// `tfevents` in the name).
+/// How the name of every events file written here begins.
 pub const PREFIX: &str = "events.out.tfevents.";
+
+/// What makes a file an events file to TensorBoard: this in its name.
+const MARK: &str = "tfevents";
+
+/// The stem of the temporary file of a rebuilt events file: without
+/// [`MARK`], so that no TensorBoard reads it (or one a crash left behind).
+const TEMP_STEM: &str = "tensorboard-events";
 
 const FILE_VERSION: &str = "brain.Event:2";
 
@@ -298,12 +305,13 @@ fn secs_of(path: &Path) -> u64 {
     name.strip_prefix(PREFIX).and_then(|r| r.split('.').next()?.parse().ok()).unwrap_or(0)
 }
 
-/// The events files in `out` (regular files only), in name order.
+/// The files in `out` that TensorBoard reads as events files (regular files
+/// only: it would take a folder for a run of its own), in name order.
 fn existing(out: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?;
     let mut files: Vec<PathBuf> = entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        .filter(|e| e.file_name().to_string_lossy().contains(MARK))
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.path())
         .collect();
@@ -353,7 +361,7 @@ impl Events {
                 // Later than every file there, so that a watching TensorBoard moves on to it.
                 let secs = (now as u64).max(files.iter().map(|p| secs_of(p) + 1).max().unwrap_or(0));
                 let path = out.join(format!("{PREFIX}{secs}.{}", host()));
-                fsops::write_atomic(&path, &want)
+                fsops::write_atomic_as(&path, TEMP_STEM, &want)
                     .with_context(|| format!("{}: cannot write", path.display()))?;
                 path
             }
@@ -385,7 +393,7 @@ impl Events {
         let cannot = || format!("{}: cannot write", self.path.display());
         match fsops::append(&self.path, &bytes) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                fsops::write_atomic(&self.path, &file_bytes(rows, &Walls::default(), now))
+                fsops::write_atomic_as(&self.path, TEMP_STEM, &file_bytes(rows, &Walls::default(), now))
                     .with_context(cannot)?
             }
             other => other.with_context(cannot)?,
