@@ -139,6 +139,7 @@ fn a_crash_ahead_of_the_checkpoint_with_a_torn_record_is_rebuilt_on_resume() {
     );
     let rebuilt = tfevents::the_file(&dir, "resumed");
     assert!(rebuilt > file, "rebuilt as {rebuilt:?}, not later than {file:?}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 0, "the old file is emptied, not removed");
     let after = assert_match_csv(&dir, true, "resumed");
     // The committed epochs kept their times; epoch 3 was trained again.
     assert_eq!((after.len(), &after[..2]), (4, &before[..2]));
@@ -170,9 +171,11 @@ fn a_finished_run_s_damaged_or_missing_file_is_rebuilt_by_resume() {
     bytes[n - 8] ^= 0x40;
     std::fs::write(&file, bytes).unwrap();
     assert_eq!(repair("corrupt", "stale: not the checkpoint's")[0], walls[0]);
-    // A second, older events file, as a crash mid-resume could leave.
-    std::fs::write(dir.join("events.out.tfevents.1000000000.old"), b"").unwrap();
+    // A second, older events file, as a crash mid-rebuild could leave: emptied.
+    let older = dir.join("events.out.tfevents.1000000000.old");
+    std::fs::copy(tfevents::the_file(&dir, "repaired"), &older).unwrap();
     repair("two files", "stale: not the checkpoint's");
+    assert_eq!(std::fs::metadata(&older).unwrap().len(), 0);
     // No file at all.
     std::fs::remove_file(tfevents::the_file(&dir, "repaired")).unwrap();
     repair("removed", "missing");

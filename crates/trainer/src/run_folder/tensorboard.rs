@@ -12,11 +12,14 @@
 //!
 //! ```text
 //! Event      { double wall_time = 1; int64 step = 2; string file_version = 3;
-//!              Summary summary = 5; SessionLog session_log = 6; }
+//!              Summary summary = 5; SessionLog session_log = 7; }
 //! Summary    { repeated Value value = 1; }
 //! Value      { string tag = 1; float simple_value = 2; }
 //! SessionLog { SessionStatus status = 1; }   // START = 1
 //! ```
+//!
+//! (the numbers of TensorBoard's `event.proto` and `summary.proto`; Event's
+//! field 6 is the deprecated `LogMessage`).
 //!
 //! A file holds the `file_version` event ("brain.Event:2"), a SessionLog
 //! START at step 1, then one summary event per epoch, in order.
@@ -25,21 +28,23 @@
 //! as each epoch ends (one record appended and fsynced), so it may run ahead
 //! of the committed checkpoint, and a crash may leave a torn record at its
 //! end (TensorBoard stops reading there). On resume, [`Events::open`] makes
-//! the folder hold exactly one events file with exactly the committed
-//! epochs, valued as the rows `metrics.csv` is rebuilt from: a file that
-//! already does is kept and appended to; otherwise a rebuilt file is written
-//! atomically under a new, later name and every other file TensorBoard
-//! would read (any with `tfevents` in its name) removed.
-//! So a reader never sees an epoch twice, whatever it does with a repeated
-//! step. The wall times of the epochs the old file holds are kept (read back
-//! from its whole, CRC-valid records).
+//! the folder hold one events file with exactly the committed epochs,
+//! valued as the rows `metrics.csv` is rebuilt from: a file that already
+//! does is kept and appended to; otherwise a rebuilt file is written
+//! atomically under a new, later name, then every other file TensorBoard
+//! would read (any with `tfevents` in its name) is emptied. So a reader
+//! never sees an epoch twice, whatever it does with a repeated step. The
+//! wall times of the epochs the old file holds are kept (read back from its
+//! whole, CRC-valid records).
 //!
-//! The new name is later because TensorBoard reads a run's files in name
-//! order and follows the last one as it grows: a TensorBoard that was
-//! watching moves on to the rebuilt file, and the START event there makes
-//! one that honours it (TensorBoard's Python loader) drop the steps it read
-//! from the old file, while its Rust loader drops them on seeing a step
-//! again. A TensorBoard started afterwards needs neither.
+//! A TensorBoard that watches the folder meanwhile is served too. It reads
+//! a run's files in name order and follows the last one as it grows, so the
+//! later name moves it on to the rebuilt file; there its Python loader drops
+//! what it read from the old file at the START event, and its Rust loader
+//! on seeing a step again. The old file is emptied rather than removed
+//! because the Python loader stays stuck on a file removed under it. A
+//! crash between the two steps leaves both files whole, which both loaders
+//! read right for the same reasons; the next resume empties the old one.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -149,7 +154,8 @@ pub fn version_event(wall: f64) -> Vec<u8> {
 /// SessionLog { status: START } at step 1: the run's steps start here.
 pub fn start_event(wall: f64) -> Vec<u8> {
     let mut rest = Vec::new();
-    bytes_field(&mut rest, 6, &[0x08, 0x01]);
+    // Field 7: 6 is the deprecated LogMessage, which readers would take it for.
+    bytes_field(&mut rest, 7, &[0x08, 0x01]);
     event(wall, 1, &rest)
 }
 
@@ -319,6 +325,12 @@ fn existing(out: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Write a whole events file (or empty one) atomically.
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    fsops::write_atomic_as(path, TEMP_STEM, bytes)
+        .with_context(|| format!("{}: cannot write", path.display()))
+}
+
 fn remove(path: &Path) -> Result<()> {
     fsops::remove_file(path).with_context(|| format!("{}: cannot remove", path.display()))
 }
@@ -347,7 +359,11 @@ impl Events {
     /// for a repair message why it was rebuilt (`None` when kept, or new in
     /// a folder that had none and no epochs to hold).
     pub fn open(out: &Path, rows: &[EpochRow]) -> Result<(Events, Option<String>)> {
-        let files = existing(out)?;
+        // Files emptied by an earlier rebuild hold nothing for any reader.
+        let files: Vec<PathBuf> = existing(out)?
+            .into_iter()
+            .filter(|p| std::fs::metadata(p).map_or(true, |m| m.len() > 0))
+            .collect();
         // The newest file, unless it is unreadable or too large: not one of ours to keep.
         let old =
             files.last().and_then(|p| Some((p, graph::bounded::read_capped(p, LIMIT, "events file").ok()?)));
@@ -359,15 +375,17 @@ impl Events {
             Some(path) => path,
             None => {
                 // Later than every file there, so that a watching TensorBoard moves on to it.
-                let secs = (now as u64).max(files.iter().map(|p| secs_of(p) + 1).max().unwrap_or(0));
+                let all = existing(out)?;
+                let secs = (now as u64).max(all.iter().map(|p| secs_of(p) + 1).max().unwrap_or(0));
                 let path = out.join(format!("{PREFIX}{secs}.{}", host()));
-                fsops::write_atomic_as(&path, TEMP_STEM, &want)
-                    .with_context(|| format!("{}: cannot write", path.display()))?;
+                write(&path, &want)?;
                 path
             }
         };
+        // Emptied, not removed: TensorBoard's Python loader stays on a file
+        // that vanishes under it, and moves on from one that no longer grows.
         for stale in files.iter().filter(|f| **f != path) {
-            remove(stale)?;
+            write(stale, &[])?;
         }
         // Nothing to say of a file kept, or of the first one of a fresh run.
         let kept = files.len() == 1 && files[0] == path;
@@ -393,8 +411,7 @@ impl Events {
         let cannot = || format!("{}: cannot write", self.path.display());
         match fsops::append(&self.path, &bytes) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                fsops::write_atomic_as(&self.path, TEMP_STEM, &file_bytes(rows, &Walls::default(), now))
-                    .with_context(cannot)?
+                write(&self.path, &file_bytes(rows, &Walls::default(), now))?
             }
             other => other.with_context(cannot)?,
         }
@@ -471,7 +488,7 @@ mod tests {
         // SessionLog { status: START } at step 1.
         let mut start = vec![0x09];
         start.extend(2.0f64.to_le_bytes());
-        start.extend([0x10, 0x01, 0x32, 0x02, 0x08, 0x01]);
+        start.extend([0x10, 0x01, 0x3a, 0x02, 0x08, 0x01]);
         assert_eq!(start_event(2.0), start);
     }
 
@@ -537,11 +554,15 @@ mod tests {
         // It holds two: rebuilt under a later name, the old one removed, the wall times kept.
         let (ev, note) = Events::open(dir.path(), &rows[..2]).unwrap();
         assert_eq!(note.as_deref(), Some("events.out.tfevents.* (stale: not the checkpoint's)"));
-        assert!(ev.path() > first.as_path() && !first.exists());
+        assert!(ev.path() > first.as_path());
+        assert_eq!(std::fs::metadata(&first).unwrap().len(), 0, "the old file is emptied");
         let again = std::fs::read(ev.path()).unwrap();
         assert!(again[..] == bytes[..again.len()]);
-        assert_eq!(existing(dir.path()).unwrap(), vec![ev.path().to_path_buf()]);
-        assert_eq!(remove_all(dir.path()).unwrap().len(), 1);
+        assert_eq!(existing(dir.path()).unwrap(), vec![first, ev.path().to_path_buf()]);
+        // The emptied file is no reason to rebuild again.
+        let (_, note) = Events::open(dir.path(), &rows[..2]).unwrap();
+        assert_eq!(note, None);
+        assert_eq!(remove_all(dir.path()).unwrap().len(), 2);
         assert!(existing(dir.path()).unwrap().is_empty());
     }
 }

@@ -120,6 +120,10 @@ pub struct Event {
     pub session_status: Option<u64>,
 }
 
+/// An `Event` parsed by the field numbers of TensorBoard's `event.proto`
+/// (wall_time 1, step 2, file_version 3, summary 5, session_log 7) and
+/// `summary.proto` (Summary.value 1; Value.tag 1, simple_value 2); any other
+/// field is an error.
 pub fn event(data: &[u8]) -> Event {
     let mut e = Event::default();
     for (field, value) in fields(data) {
@@ -142,7 +146,7 @@ pub fn event(data: &[u8]) -> Event {
                     e.values.push((tag.expect("a value without a tag"), simple.expect("no simple_value")));
                 }
             }
-            (6, Wire::Bytes(log)) => {
+            (7, Wire::Bytes(log)) => {
                 for (f, v) in fields(&log) {
                     match (f, v) {
                         (1, Wire::Varint(s)) => e.session_status = Some(s),
@@ -167,9 +171,11 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The one events file of a run folder.
+/// The one events file of a run folder that holds anything (a rebuild
+/// empties the files it replaces).
 pub fn the_file(dir: &Path, context: &str) -> PathBuf {
-    let found = files(dir);
+    let found: Vec<PathBuf> =
+        files(dir).into_iter().filter(|p| std::fs::metadata(p).unwrap().len() > 0).collect();
     assert_eq!(found.len(), 1, "{context}: expected one events file in {}: {found:?}", dir.display());
     let name = found[0].file_name().unwrap().to_string_lossy().into_owned();
     let rest = name.strip_prefix("events.out.tfevents.").unwrap_or_else(|| panic!("{context}: {name}"));
