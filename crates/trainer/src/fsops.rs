@@ -1,16 +1,16 @@
 //! The file-system operations that write a run folder, and its lock.
 //!
-//! Every write of a run's files goes through [`write_atomic`] and
-//! [`remove_file`], which count each operation (create, write, fsync,
-//! rename, fsync of the folder, unlink). The count is what the crash tests
-//! aim at: with `GAPNET_FAULT_AFTER_OPS=k` in the environment the process
-//! ends abruptly (`_exit`, no destructors, no flush: as a `kill -9` would)
-//! right after its k-th operation; with `GAPNET_SIGNAL_AFTER_OPS=k` it sends
-//! itself SIGTERM there instead (a signal at a chosen instant), and with
-//! `GAPNET_TRACE_OPS=1` it prints each operation to stderr (`op 12: rename
-//! .../state.safetensors`) so a test can find the instant it wants. Test
-//! hooks, named here so nobody sets them by accident; without them the
-//! counting costs one atomic add.
+//! Every write of a run's files goes through [`write_atomic`],
+//! [`remove_file`] and [`append`], which count each operation (create,
+//! open, write, fsync, rename, fsync of the folder, unlink). The count is
+//! what the crash tests aim at: with `GAPNET_FAULT_AFTER_OPS=k` in the
+//! environment the process ends abruptly (`_exit`, no destructors, no
+//! flush: as a `kill -9` would) right after its k-th operation; with
+//! `GAPNET_SIGNAL_AFTER_OPS=k` it sends itself SIGTERM there instead (a
+//! signal at a chosen instant), and with `GAPNET_TRACE_OPS=1` it prints each
+//! operation to stderr (`op 12: rename .../state.safetensors`) so a test can
+//! find the instant it wants. Test hooks, named here so nobody sets them by
+//! accident; without them the counting costs one atomic add.
 //!
 //! [`RunLock`] holds an exclusive advisory lock on `<run>/.lock` for as long
 //! as a process trains into the folder; the holder's pid is written into
@@ -94,11 +94,19 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// or the new one, never a torn one: a temporary file in the same folder,
 /// written and fsynced, renamed over `path`, then the folder fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no file name"))?;
+    write_atomic_as(path, &name.to_string_lossy(), bytes)
+}
+
+/// [`write_atomic`] with the temporary file named `.<stem>.tmp-<pid>` rather
+/// than after the file: for a file whose readers would take the temporary
+/// copy for one of theirs (TensorBoard reads every file with `tfevents` in
+/// its name).
+pub fn write_atomic_as(path: &Path, stem: &str, bytes: &[u8]) -> io::Result<()> {
     // Never rename over a device, FIFO or folder.
     graph::bounded::check_output(path)?;
     let dir = parent(path);
-    let name = path.file_name().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(".{stem}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = step(File::create(&tmp), "create", &tmp)?;
         step(file.write_all(bytes), "write", &tmp)?;
@@ -111,6 +119,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Append `bytes` to the existing file `path` and fsync it: a log that a
+/// reader follows as it grows (TensorBoard's events file), for which a
+/// crash mid-write leaves a torn last record rather than a torn file; its
+/// readers stop there, and `--resume` rebuilds it. A missing file is an
+/// error of kind `NotFound`, for the caller to write it whole.
+pub fn append(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    graph::bounded::check_output(path)?;
+    let mut file = step(OpenOptions::new().append(true).open(path), "open", path)?;
+    step(file.write_all(bytes), "write", path)?;
+    step(file.sync_data(), "fsync", path)
 }
 
 /// Remove `path` durably; a file that is already gone is fine.

@@ -5,13 +5,16 @@
 //! (never a mix: `model.safetensors` is absent or the committed state's
 //! model), and `--resume` must end with `state.safetensors`,
 //! `model.safetensors`, `config.json` and every metrics column but the
-//! timings byte-identical to an uninterrupted run.
+//! timings byte-identical to an uninterrupted run, and TensorBoard's events
+//! file holding each epoch once with the values of `metrics.csv`.
 
 mod common;
 
 use std::path::Path;
 
-use common::{command, make_data, metrics_but_timings as columns, s, text, tmp, trainer, Safetensors};
+use common::{
+    command, make_data, metrics_but_timings as columns, s, text, tfevents, tmp, trainer, Safetensors,
+};
 
 fn args<'a>(data: &'a Path, out: &'a Path) -> Vec<&'a str> {
     vec![
@@ -58,6 +61,22 @@ fn check_whole(dir: &Path, k: u64) {
         rows.lines().count() >= epoch.parse::<usize>().unwrap(),
         "crash point {k}: metrics behind the state"
     );
+    check_events(dir, k);
+}
+
+/// TensorBoard's events file after a crash: none, or one of whole records
+/// whose epochs metrics.csv holds with the same values (never ahead of it).
+fn check_events(dir: &Path, k: u64) {
+    let context = format!("crash point {k}");
+    if tfevents::files(dir).is_empty() {
+        return;
+    }
+    if dir.join("metrics.csv").exists() {
+        tfevents::assert_match_csv(dir, false, &context);
+    } else {
+        let events = tfevents::read(&tfevents::the_file(dir, &context));
+        assert!(tfevents::epochs(&events, &context).is_empty(), "{context}: events without metrics.csv");
+    }
 }
 
 #[test]
@@ -91,6 +110,7 @@ fn a_crash_after_any_file_operation_leaves_a_whole_checkpoint_and_resumes_bit_id
             assert!(std::fs::read(dir.join(name)).unwrap() == want(name), "crash point {k}: {name} differs");
         }
         assert_eq!(columns(&dir), columns(&straight), "crash point {k}: metrics differ");
+        tfevents::assert_match_csv(&dir, true, &format!("crash point {k}, resumed"));
         assert!(dir.join("curves.png").exists(), "crash point {k}: no curves.png");
         std::fs::remove_dir_all(&dir).unwrap();
     }

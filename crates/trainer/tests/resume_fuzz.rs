@@ -48,6 +48,7 @@ fn config(data: &Path) -> RunConfig {
         data: data.to_path_buf(),
         checkpoint_every: 1,
         skip_nonfinite: false,
+        tensorboard: true,
         isa: None,
         conv_paths: None,
     }

@@ -39,9 +39,18 @@ pub fn given_flags(m: &ArgMatches) -> Vec<String> {
 
 /// Flags that may change when a run resumes; every other run flag is part
 /// of what the run is and conflicts with `--resume`.
-/// (`--no-download` changes nothing: a resumed run reads the data folder it recorded.)
-const RESUME_MAY_CHANGE: &[&str] =
-    &["epochs", "lr", "skip_nonfinite", "checkpoint_every", "threads", "resume", "no_download"];
+/// (`--no-download` changes nothing: a resumed run reads the data folder it
+/// recorded; nor does `--no-tensorboard`: the events file is derived from the metrics.)
+const RESUME_MAY_CHANGE: &[&str] = &[
+    "epochs",
+    "lr",
+    "skip_nonfinite",
+    "checkpoint_every",
+    "threads",
+    "resume",
+    "no_download",
+    "no_tensorboard",
+];
 
 /// `--flag-name` of a clap id.
 fn flag(id: &str) -> String {
@@ -67,7 +76,8 @@ fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::Run
             if let Some(id) = given.iter().find(|id| !RESUME_MAY_CHANGE.contains(&id.as_str())) {
                 bail!(
                     "{} with --resume: a resumed run keeps its own settings (config.json); only --epochs, \
-                     --lr, --checkpoint-every, --skip-nonfinite and --threads may change",
+                     --lr, --checkpoint-every, --skip-nonfinite, --no-tensorboard and --threads may \
+                     change",
                     flag(id)
                 );
             }
@@ -93,6 +103,7 @@ fn claim_run(args: &TrainArgs, given: &[String]) -> Result<(TrainJob, fsops::Run
             config.epochs = args.run.epochs.unwrap_or(config.epochs);
             config.lr = args.run.lr.unwrap_or(config.lr);
             config.skip_nonfinite |= args.run.skip_nonfinite;
+            config.tensorboard &= !args.run.no_tensorboard;
             if given.iter().any(|g| g == "checkpoint_every") {
                 config.checkpoint_every = args.run.checkpoint_every;
             }

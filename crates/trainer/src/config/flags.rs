@@ -150,6 +150,12 @@ pub struct RunArgs {
     /// Output folder (default: runs/<model>-<timestamp>)
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write no TensorBoard events file. By default every run folder gets one
+    /// (events.out.tfevents.*, each epoch's metrics as scalars, written as the epoch ends), so
+    /// that `tensorboard --logdir runs` shows every run. A resumed run keeps its choice;
+    /// --no-tensorboard with --resume turns it off and removes the run's events file
+    #[arg(long)]
+    pub no_tensorboard: bool,
 }
 
 #[derive(Args, Debug)]
@@ -159,8 +165,8 @@ pub struct TrainArgs {
     pub model: String,
     /// Continue the run in this folder from its last committed checkpoint, bit-identically, and
     /// rebuild any file missing or stale. Its settings (config.json) are reused: --epochs, --lr,
-    /// --checkpoint-every, --skip-nonfinite, --threads and --no-download may change them, any other
-    /// run flag is refused. The kernels recorded there are reused too, unless GAPNET_ISA chooses
+    /// --checkpoint-every, --skip-nonfinite, --no-tensorboard, --threads and --no-download may
+    /// change them, any other run flag is refused. The kernels recorded there are reused too, unless GAPNET_ISA chooses
     /// others (a note then says the bits change). A folder whose run has no checkpoint yet starts
     /// again from epoch 1
     #[arg(long)]

@@ -37,6 +37,10 @@ pub struct RunConfig {
     /// Skip batches with a non-finite loss or gradient instead of stopping.
     #[serde(default)]
     pub skip_nonfinite: bool,
+    /// Write TensorBoard's events file into the run folder (off with
+    /// `--no-tensorboard`); on in a run written before the trainer wrote one.
+    #[serde(default = "on")]
+    pub tensorboard: bool,
     /// The kernels the run trains with (`avx512`, `avx2`, `portable`): its
     /// bits reproduce only under the same ones. `None` in a run written
     /// before the trainer recorded them.
@@ -92,6 +96,10 @@ impl RunConfig {
         };
         self.lr * factor
     }
+}
+
+fn on() -> bool {
+    true
 }
 
 /// The most a model spec file may hold: a spec of thousands of layers is a
@@ -154,6 +162,7 @@ pub fn configure(model: &str, args: &RunArgs, data: &Path) -> Result<RunConfig> 
         data: std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf()),
         checkpoint_every: args.checkpoint_every,
         skip_nonfinite: args.skip_nonfinite,
+        tensorboard: !args.no_tensorboard,
         isa: Some(Isa::detect().name().to_string()),
         conv_paths,
     };

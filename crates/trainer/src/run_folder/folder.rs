@@ -13,6 +13,7 @@ use super::metrics::{self, EpochRow};
 use super::names::{CONFIG, CURVES};
 use super::plot;
 use super::repair::{repair, resume_rows};
+use super::tensorboard::{self, Events};
 use crate::config::{schedule_note, short, Recipe, RunConfig};
 use crate::data::Normalizer;
 use crate::fsops;
@@ -24,11 +25,13 @@ pub struct RunFolder {
     writes: bool,
     /// The last checkpoint on disk (kept if training diverges).
     saved: Option<Progress>,
+    /// TensorBoard's events file, once opened (`None` when turned off).
+    events: Option<Events>,
 }
 
 impl RunFolder {
     pub fn new(out: &Path, writes: bool) -> Self {
-        RunFolder { out: out.to_path_buf(), writes, saved: None }
+        RunFolder { out: out.to_path_buf(), writes, saved: None, events: None }
     }
 
     pub fn path(&self) -> &Path {
@@ -48,12 +51,16 @@ impl RunFolder {
         norm: &Normalizer,
         rows: &mut Vec<EpochRow>,
     ) -> Result<Progress> {
-        let out = self.out.as_path();
+        // A copy: the events file is opened through `self` below.
+        let out = &self.out.clone();
         let resume = previous.is_some();
         let loaded = if resume { checkpoint::read(plan, out, config, batches)? } else { None };
         // This process holds the folder's lock: a temporary file is a leftover.
         fsops::clean_temp_files(out);
+        // The events file first, here and below: it then never holds an
+        // epoch that metrics.csv lacks, even after a crash in between.
         let Some(loaded) = loaded else {
+            self.open_events(config, &[])?;
             if resume {
                 println!("{}: no checkpoint yet; starting from epoch 1", out.display());
                 // Rows of an epoch that was never committed: it runs again.
@@ -70,7 +77,9 @@ impl RunFolder {
         let at = loaded.progress;
         self.saved = Some(at);
         *rows = resume_rows(out, loaded)?;
-        let repaired = repair(plan, out, &at, config, norm, rows)?;
+        let events = self.open_events(config, rows)?;
+        let mut repaired = repair(plan, out, &at, config, norm, rows)?;
+        repaired.extend(events);
         if !repaired.is_empty() {
             println!("{}: rebuilt from the checkpoint: {}", out.display(), repaired.join(", "));
         }
@@ -94,12 +103,33 @@ impl RunFolder {
         Ok(at)
     }
 
-    /// Both metrics files, with every row so far.
-    pub fn write_metrics(&self, rows: &[EpochRow]) -> Result<()> {
+    /// The events file made to hold exactly `rows` (the committed epochs),
+    /// or, with TensorBoard turned off, the run's events files removed (they
+    /// would no longer follow its metrics). Returns why it was rebuilt, for
+    /// the repair message.
+    fn open_events(&mut self, config: &RunConfig, rows: &[EpochRow]) -> Result<Option<String>> {
+        if !config.tensorboard {
+            for name in tensorboard::remove_all(&self.out)? {
+                println!("{}: removed {name} (--no-tensorboard)", self.out.display());
+            }
+            return Ok(None);
+        }
+        let (events, rebuilt) = Events::open(&self.out, rows)?;
+        self.events = Some(events);
+        Ok(rebuilt)
+    }
+
+    /// Both metrics files, with every row so far, then the new rows appended
+    /// to the events file (after `metrics.csv`, which it must never run ahead of).
+    pub fn write_metrics(&mut self, rows: &[EpochRow]) -> Result<()> {
         if !self.writes {
             return Ok(());
         }
-        metrics::write_all(&self.out, rows)
+        metrics::write_all(&self.out, rows)?;
+        match &mut self.events {
+            Some(events) => events.append(rows),
+            None => Ok(()),
+        }
     }
 
     /// Commit the checkpoint of `at`, then, at the end of an epoch, redraw

@@ -1,6 +1,7 @@
 //! A run folder: the names of its files, its creation and lock, the
 //! checkpoint commit point ([`checkpoint`]), the metrics files and curves,
-//! and the repair of derived files on resume ([`repair`]). Every file is
+//! TensorBoard's events file ([`tensorboard`]), and the repair of derived
+//! files on resume ([`repair`]). Every file is
 //! written through [`crate::fsops`].
 
 pub mod checkpoint;
@@ -9,6 +10,7 @@ pub mod metrics;
 mod names;
 pub mod plot;
 pub mod repair;
+pub mod tensorboard;
 
 pub use names::{CONFIG, CURVES, MODEL, STATE};
 

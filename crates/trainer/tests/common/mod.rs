@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod fuzz;
+pub mod tfevents;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
