@@ -18,6 +18,17 @@ fn shares(ranks: usize) -> Vec<std::ops::Range<usize>> {
     (0..ranks).map(|r| graph::lane_range(LANES, ranks, r)).collect()
 }
 
+/// What one rank sees of a batch `x` of `n` images: its own images (those
+/// of its lanes `part`), the rest NaN.
+fn own_images(plan: &Plan, x: &[f32], n: usize, part: std::ops::Range<usize>) -> Vec<f32> {
+    let mine = lanes_images(n, plan.lane_count(), part);
+    let per = x.len() / n;
+    let mut xs = vec![f32::NAN; x.len()];
+    let own = mine.start * per..mine.end * per;
+    xs[own.clone()].copy_from_slice(&x[own]);
+    xs
+}
+
 fn check(name: &str, batch: usize, loss: Loss, red: Reduction, init: Init) {
     for isa in isas(name) {
         let new = || {
@@ -31,16 +42,12 @@ fn check(name: &str, batch: usize, loss: Loss, red: Reduction, init: Init) {
             let mut whole = new();
             let want = whole.forward_backward(&x, &y, loss, red);
             for ranks in [1, 2, 3, 4, 8] {
-                // One plan per rank; each sees only its own images (the rest NaN).
+                // One plan per rank; each sees only its own images.
                 let mut grads: Vec<f32> = Vec::new();
                 let mut sums = LossSums::default();
                 for (r, part) in shares(ranks).into_iter().enumerate() {
                     let mut plan = new();
-                    let mine = lanes_images(n, plan.lane_count(), part.clone());
-                    let per = x.len() / n;
-                    let mut xs = vec![f32::NAN; x.len()];
-                    let own = mine.start * per..mine.end * per;
-                    xs[own.clone()].copy_from_slice(&x[own]);
+                    let xs = own_images(&plan, &x, n, part.clone());
                     let ran = plan.forward_backward_lanes(&xs, &y, loss, red, part, &Alone);
                     if r > 0 {
                         plan.grads_mut().copy_from_slice(&grads);
@@ -146,11 +153,7 @@ fn deep_gap_ranks_meet_at_every_batch_norm() {
                             let (x, y) = (&x, &y);
                             s.spawn(move || {
                                 let mut plan = new();
-                                let mine = lanes_images(n, plan.lane_count(), part.clone());
-                                let per = x.len() / n;
-                                let mut xs = vec![f32::NAN; x.len()];
-                                let own = mine.start * per..mine.end * per;
-                                xs[own.clone()].copy_from_slice(&x[own]);
+                                let xs = own_images(&plan, x, n, part.clone());
                                 let ran = plan.forward_backward_lanes(&xs, y, loss, red, part, &link);
                                 (plan, ran)
                             })
