@@ -335,8 +335,13 @@ unsafe fn correlate<V: Vector>(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<
         };
     }
     let mut b0 = 0;
+    let mut groups_left = blocks.div_ceil(V::TILES.conv_q);
     while b0 < blocks {
-        let qb = (blocks - b0).min(V::TILES.conv_q);
+        // Even: the blocks left over the groups left, never above conv_q.
+        let qb = match V::TILES.conv_even_q {
+            true => (blocks - b0).div_ceil(groups_left),
+            false => (blocks - b0).min(V::TILES.conv_q),
+        };
         for f0 in (0..g.co).step_by(V::TILES.conv_f) {
             if rows {
                 tile!(true, qb, f0, b0)
@@ -345,6 +350,7 @@ unsafe fn correlate<V: Vector>(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<
             }
         }
         b0 += qb;
+        groups_left -= 1;
     }
 }
 

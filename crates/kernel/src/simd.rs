@@ -48,6 +48,11 @@ pub struct Tiles {
     /// Vector blocks of pixels per tile of the direct convolution (1 to 6):
     /// `conv_f * conv_q` accumulators.
     pub conv_q: usize,
+    /// Whether the direct convolution spreads a plane's vector blocks
+    /// evenly over its tiles (8 blocks as 4 + 4 rather than 6 + 2): a
+    /// narrow last tile does few FMAs per load. Each output's chain of FMAs
+    /// is the same either way, so only the speed depends on it.
+    pub conv_even_q: bool,
     /// Filters per tile of the direct weight gradient (1 to 3).
     pub conv_dw_f: usize,
     /// Taps per tile of the direct weight gradient (3 or 9):
@@ -72,6 +77,7 @@ pub struct Tiles {
 pub const TILES_32_REGS: Tiles = Tiles {
     conv_f: 4,
     conv_q: 6,
+    conv_even_q: false,
     conv_dw_f: 3,
     conv_dw_taps: 9,
     dot_i: 8,
@@ -87,6 +93,7 @@ pub const TILES_32_REGS: Tiles = Tiles {
 pub const TILES_16_REGS: Tiles = Tiles {
     conv_f: 2,
     conv_q: 6,
+    conv_even_q: true,
     conv_dw_f: 3,
     conv_dw_taps: 3,
     dot_i: 4,
