@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{make_data, one_line_error, run, s, tmp, trainer, Safetensors, RECORD};
+use graph::{Arena, Init, Metadata, ModelSpec, Plan, Shape};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use trainer::commands::eval::Checkpoint;
@@ -88,33 +89,40 @@ fn tract(onnx: &Path, images: &[Vec<u8>], chw: [usize; 3]) -> Vec<Vec<f32>> {
     probs.outer_iter().map(|row| row.iter().copied().collect()).collect()
 }
 
-/// Export `model` and check that tract gives the engine's probabilities to
-/// 1e-5 on the test images, as a batch and one image at a time; the file.
-fn check_in_tract(model: &Path, data: &Path) -> PathBuf {
+/// Export `model` and check that tract gives the engine's probabilities on
+/// the test images, as a batch and one image at a time; the file. To 1e-5,
+/// and, so that a nearly saturated model proves something too, each
+/// probability to 1e-4 of itself (f32 logits summed in other orders differ
+/// by far less).
+fn check_in_tract(model: &Path, images: &[Vec<u8>]) -> PathBuf {
     let onnx = model.with_file_name("exported.onnx");
     export(model, &onnx);
-    let images = test_images(data);
-    let want = engine(model, &images);
+    let want = engine(model, images);
     let input = Checkpoint::read(model).unwrap().input;
-    let got = tract(&onnx, &images, [input.c, input.h, input.w]);
+    let got = tract(&onnx, images, [input.c, input.h, input.w]);
     let alone = tract(&onnx, &images[2..3], [input.c, input.h, input.w]);
     assert_eq!(alone[0], got[2], "{}: image 2 alone differs from image 2 in a batch", onnx.display());
-    let mut worst = 0.0f64;
+    let (mut worst, mut worst_rel) = (0.0f64, 0.0f64);
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(w.len(), g.len());
-        for (a, b) in w.iter().zip(g) {
-            worst = worst.max((a - *b as f64).abs());
+        for (&a, &b) in w.iter().zip(g) {
+            let diff = (a - b as f64).abs();
+            (worst, worst_rel) = (worst.max(diff), worst_rel.max(diff / a));
             assert!(
-                (a - *b as f64).abs() <= 1e-5,
+                diff <= 1e-5 && diff <= 1e-4 * a + 1e-9,
                 "{}: image {i}: engine {w:?}, tract {g:?}",
                 onnx.display()
             );
         }
     }
-    // Probabilities that are all 0.5 would prove little.
+    // Probabilities all near 0.5 would prove little.
     let spread = want.iter().map(|p| (p[0] - 0.5).abs()).fold(0.0, f64::max);
-    assert!(spread > 1e-3, "{}: the model answers 0.5 for everything: {want:?}", model.display());
-    eprintln!("{}: {} images, largest difference {worst:.2e}", model.display(), images.len());
+    assert!(spread > 0.05, "{}: the model answers about 0.5 for everything: {want:?}", model.display());
+    eprintln!(
+        "{}: {} images, largest difference {worst:.1e} (relative {worst_rel:.1e})",
+        model.display(),
+        images.len()
+    );
     onnx
 }
 
@@ -139,7 +147,7 @@ fn int_attr(node: &pb::NodeProto, name: &str) -> Option<i64> {
 fn seed_fc_runs_in_tract_with_the_engines_probabilities() {
     let (root, data) = workspace("export-seed-fc");
     let model = train("seed-fc", &root, &data, &[]);
-    let onnx = check_in_tract(&model, &data);
+    let onnx = check_in_tract(&model, &test_images(&data));
     let m = proto(&onnx);
     // The spec's order (the plan runs each pool before its ReLU), and the
     // modern recipe's normalisation first.
@@ -215,9 +223,14 @@ fn the_file_says_what_it_holds() {
         graph.initializer.iter().map(|t| &t.name).collect::<Vec<_>>()
     );
 
-    // Without --out: beside the checkpoint.
+    // Without --out: beside the checkpoint. The run's state file holds the
+    // same model (and momentum, left out): the same bytes.
     trainer(&["export", "--checkpoint", s(&model)]);
-    assert!(model.with_file_name("model.onnx").is_file());
+    let state = model.with_file_name("state.safetensors");
+    export(&state, &root.join("state.onnx"));
+    let from_model = std::fs::read(model.with_file_name("model.onnx")).unwrap();
+    assert_eq!(from_model, std::fs::read(root.join("gap.onnx")).unwrap());
+    assert_eq!(from_model, std::fs::read(root.join("state.onnx")).unwrap());
 }
 
 #[test]
@@ -226,7 +239,15 @@ fn seed_gap_without_biases_or_normalisation_and_pruned() {
     // graph then starts at the first convolution).
     let (root, data) = workspace("export-seed-gap");
     let model = train("seed-gap", &root, &data, &["--recipe", "seed"]);
-    let onnx = check_in_tract(&model, &data);
+    // Its output layer starts a hundred times smaller than He's, and after
+    // a few steps every answer is 0.50 +- 0.01: scaled up, the comparison
+    // sees more than rounding.
+    let mut st = Safetensors::parse(&std::fs::read(&model).unwrap());
+    for (i, v) in st.f32s("fc1.weight").into_iter().enumerate() {
+        st.set_f32("fc1.weight", i, v * 300.0);
+    }
+    std::fs::write(&model, st.bytes()).unwrap();
+    let onnx = check_in_tract(&model, &test_images(&data));
     let m = proto(&onnx);
     assert_eq!(
         ops(&m).join(" "),
@@ -240,7 +261,7 @@ fn seed_gap_without_biases_or_normalisation_and_pruned() {
     let args =
         ["prune", "--checkpoint", s(&model), "--planes", "1,4", "--out", s(&pruned), "--data", s(&data)];
     trainer(&args);
-    let onnx = check_in_tract(&pruned, &data);
+    let onnx = check_in_tract(&pruned, &test_images(&data));
     assert_eq!(metadata(&proto(&onnx), "pruned_planes").as_deref(), Some("[1,4]"));
 }
 
@@ -248,7 +269,7 @@ fn seed_gap_without_biases_or_normalisation_and_pruned() {
 fn seed_fc_valid_runs_in_tract_with_the_engines_probabilities() {
     let (root, data) = workspace("export-valid");
     let model = train("seed-fc-valid", &root, &data, &[]);
-    let m = proto(&check_in_tract(&model, &data));
+    let m = proto(&check_in_tract(&model, &test_images(&data)));
     let graph = m.graph.as_ref().unwrap();
     let pools: Vec<&pb::NodeProto> = graph.node.iter().filter(|n| n.op_type == "MaxPool").collect();
     assert_eq!(pools.len(), 2);
@@ -317,7 +338,7 @@ fn a_spec_with_every_layer_form_runs_in_tract() {
     let spec = root.join("mixed.toml");
     std::fs::write(&spec, MIXED).unwrap();
     let model = train(s(&spec), &root, &data, &[]);
-    let m = proto(&check_in_tract(&model, &data));
+    let m = proto(&check_in_tract(&model, &test_images(&data)));
     let graph = m.graph.as_ref().unwrap();
     let pools: Vec<Option<i64>> =
         graph.node.iter().filter(|n| n.op_type == "MaxPool").map(|p| int_attr(p, "ceil_mode")).collect();
@@ -354,9 +375,43 @@ fn deep_gap_batch_norms_run_on_their_running_statistics() {
         }
     }
     std::fs::write(&model, st.bytes()).unwrap();
-    let m = proto(&check_in_tract(&model, &data));
+    let m = proto(&check_in_tract(&model, &test_images(&data)));
     let n = ops(&m).iter().filter(|o| *o == "BatchNormalization").count();
     assert_eq!(n, 5);
+}
+
+/// A pool that needs ceil mode across and floor mode down (the window
+/// that ceil mode would add down starts past the input): only a non-square
+/// input, which CIFAR never is, reaches it. The checkpoint is written from
+/// a plan directly, as `train` writes one.
+#[test]
+fn a_pool_that_neither_mode_expresses_runs_in_tract() {
+    let root = tmp("export-non-square");
+    let spec = ModelSpec::from_toml(
+        "name = \"odd\"\n[[layers]]\ntype = \"conv\"\nfilters = 3\nsize = 1\n\
+         [[layers]]\ntype = \"max_pool\"\nsize = 2\nstride = 3\nceil = true\n\
+         [[layers]]\ntype = \"flatten\"\n[[layers]]\ntype = \"dense\"\nunits = 2\n",
+    )
+    .unwrap();
+    let mut plan = Plan::new(&spec, Shape::new(1, 6, 7), 4).unwrap();
+    assert_eq!(plan.nodes()[1].out_shape, Shape::new(3, 2, 3), "6 -> 2 (floor), 7 -> 3 (ceil)");
+    plan.initialize(Init::He, 7);
+    for (i, v) in plan.params_mut().iter_mut().enumerate() {
+        *v += (i % 5) as f32 * 0.3 - 0.6;
+    }
+    let meta = Metadata::from([
+        ("classes".to_string(), r#"["left","right"]"#.to_string()),
+        ("norm_mean".to_string(), "[0.4]".to_string()),
+        ("norm_std".to_string(), "[0.2]".to_string()),
+    ]);
+    let model = root.join("odd.safetensors");
+    std::fs::write(&model, plan.to_safetensors(&[Arena::Params], meta)).unwrap();
+    let images: Vec<Vec<u8>> =
+        (0..4u32).map(|k| (0..42u32).map(|i| ((i * 37 + k * 91) % 256) as u8).collect()).collect();
+    let m = proto(&check_in_tract(&model, &images));
+    let pool = m.graph.as_ref().unwrap().node.iter().find(|n| n.op_type == "MaxPool").unwrap();
+    let pads = pool.attribute.iter().find(|a| a.name == "pads").map(|a| a.ints.clone());
+    assert_eq!((int_attr(pool, "ceil_mode"), pads), (None, Some(vec![0, 0, 0, 1])));
 }
 
 /// A safetensors file with one tensor and no gapnet header.
