@@ -279,7 +279,8 @@ fn seed_fc_valid_runs_in_tract_with_the_engines_probabilities() {
 /// Every other layer form: stride-2 convolutions with and without bias, a
 /// batch norm per channel and per unit, a ReLU the plan moves after its
 /// pool, a ceil-mode pool that gains a window and one whose extra window
-/// would start past the input, a 1x1 convolution on a flat input.
+/// would start past the input, a 1x1 convolution on a flat input, and a
+/// second global average pool (on a flat input, named `gap` in the plan too).
 const MIXED: &str = r#"
 name = "mixed"
 [[layers]]
@@ -328,6 +329,8 @@ size = 1
 [[layers]]
 type = "global_avg_pool"
 [[layers]]
+type = "global_avg_pool"
+[[layers]]
 type = "dense"
 units = 2
 "#;
@@ -346,7 +349,7 @@ fn a_spec_with_every_layer_form_runs_in_tract() {
     // would start at 3, past the input), written as floor.
     assert_eq!(pools, [Some(1), None]);
     let want = "Sub Div Conv BatchNormalization Relu MaxPool Conv MaxPool Relu Flatten Gemm BatchNormalization Relu \
-                Reshape Conv GlobalAveragePool Flatten Gemm Softmax";
+                Reshape Conv GlobalAveragePool Flatten Reshape GlobalAveragePool Flatten Gemm Softmax";
     assert_eq!(ops(&m).join(" "), want);
 }
 

@@ -8,12 +8,14 @@
 //! `probabilities`, `N x classes`, after a softmax. Batch norms compute
 //! with their running statistics, as `eval` and `predict` do.
 //!
-//! The layers are written in the spec's order, each from the plan node of
-//! the same name (`conv2`, `fc1`, `bn3`): the plan may run a ReLU after the
-//! max pool that follows it, which gives the same values, but the file
-//! should read as the model was specified. Every [`LayerSpec`] has an arm
-//! below and none is a catch-all, so a new layer type does not compile
-//! until it can be exported.
+//! The layers are written in the spec's order, the k-th conv of the spec
+//! from the plan's k-th conv node (`conv{k}`, its tensors `conv{k}.weight`
+//! ...): the plan may run a ReLU after the max pool that follows it, which
+//! gives the same values, but the file should read as the model was
+//! specified, and only ReLUs and pools trade places, so each kind's own
+//! order is the spec's. Every [`LayerSpec`] has an arm below and none is a
+//! catch-all, so a new layer type does not compile until it can be
+//! exported.
 
 pub mod proto;
 
@@ -60,15 +62,18 @@ pub fn to_onnx(src: &Source) -> Result<Vec<u8>> {
     if !is_identity(src.norm) {
         g.normalize(src.norm, input.c);
     }
-    let mut count = Counter::default();
     for (i, layer) in plan.spec().layers.iter().enumerate() {
-        g.layer(layer, &mut count).map_err(|e| anyhow!("layer {} ({layer}): {e}", i + 1))?;
+        g.layer(layer).map_err(|e| anyhow!("layer {} ({layer}): {e}", i + 1))?;
     }
     g.make_2d("logits.flat");
     let last = g.current.clone();
     g.add(node("Softmax", "softmax", &[&last], &[OUTPUT], &[("axis", Attr::Int(1))]));
-    if count.used != plan.nodes().len() {
-        bail!("the spec's layers name {} of the plan's {} nodes", count.used, plan.nodes().len());
+    if g.used.iter().sum::<usize>() != plan.nodes().len() {
+        bail!(
+            "the spec's layers took {} of the plan's {} nodes",
+            g.used.iter().sum::<usize>(),
+            plan.nodes().len()
+        );
     }
 
     let mut graph = Message::new();
@@ -140,36 +145,27 @@ fn metadata(src: &Source) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Plan node names by stem, counted in spec order: the k-th conv of the
-/// spec is `conv{k}`. Only ReLUs and max pools trade places in the plan's
-/// order, so each stem's own order, and with it every name, is the spec's.
-#[derive(Default)]
-struct Counter {
-    seen: Vec<(&'static str, usize)>,
-    /// Plan nodes found so far: all of them must be used, once.
-    used: usize,
-}
+/// The kinds of plan node, indices into [`KINDS`].
+const CONV: usize = 0;
+const RELU: usize = 1;
+const POOL: usize = 2;
+const GAP: usize = 3;
+const DENSE: usize = 4;
+const BN: usize = 5;
 
-impl Counter {
-    fn next(&mut self, stem: &'static str) -> String {
-        self.used += 1;
-        // The global average pool is the one node named without a number.
-        if stem == "gap" {
-            return stem.to_string();
-        }
-        let k = match self.seen.iter_mut().find(|(s, _)| *s == stem) {
-            Some((_, k)) => {
-                *k += 1;
-                *k
-            }
-            None => {
-                self.seen.push((stem, 1));
-                1
-            }
-        };
-        format!("{stem}{k}")
+fn kind(op: &Op) -> usize {
+    match op {
+        Op::Conv(_) => CONV,
+        Op::Relu => RELU,
+        Op::MaxPool(_) => POOL,
+        Op::GlobalAvgPool { .. } => GAP,
+        Op::Dense(_) => DENSE,
+        Op::BatchNorm(_) => BN,
     }
 }
+
+/// The kinds of plan node, as errors name them.
+const KINDS: [&str; 6] = ["conv", "relu", "max pool", "global average pool", "dense", "batch norm"];
 
 /// The graph being written: its nodes, its constants, and the tensor the
 /// next layer reads (4-D `N x C x H x W`, or 2-D `N x C` after a flatten,
@@ -180,11 +176,23 @@ struct Builder<'a> {
     initializers: Vec<Message>,
     current: String,
     rank4: bool,
+    /// Plan nodes of each kind taken so far.
+    used: [usize; KINDS.len()],
+    /// Tensor names given so far: each must be unique in the graph.
+    names: Vec<String>,
 }
 
 impl<'a> Builder<'a> {
     fn new(plan: &'a Plan) -> Builder<'a> {
-        Builder { plan, nodes: Vec::new(), initializers: Vec::new(), current: INPUT.to_string(), rank4: true }
+        Builder {
+            plan,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            current: INPUT.to_string(),
+            rank4: true,
+            used: [0; KINDS.len()],
+            names: vec![INPUT.to_string(), OUTPUT.to_string()],
+        }
     }
 
     fn add(&mut self, n: Message) {
@@ -192,13 +200,25 @@ impl<'a> Builder<'a> {
     }
 
     /// A node reading the current tensor (and `extra` inputs), whose one
-    /// output, named `name`, becomes the current tensor.
+    /// output, named `name` (or `name.2`, ... if taken), becomes the
+    /// current tensor.
     fn op(&mut self, op_type: &str, name: &str, extra: &[&str], attrs: &[(&str, Attr)]) {
+        let name = self.fresh(name);
         let mut inputs = vec![self.current.as_str()];
         inputs.extend_from_slice(extra);
-        let n = node(op_type, name, &inputs, &[name], attrs);
+        let n = node(op_type, &name, &inputs, &[&name], attrs);
         self.add(n);
-        self.current = name.to_string();
+        self.current = name;
+    }
+
+    /// `name`, or the first of `name.2`, `name.3`, ... not yet given (a
+    /// second global average pool is named `gap` in the plan too).
+    fn fresh(&mut self, name: &str) -> String {
+        let taken = |n: &String| self.names.contains(n);
+        let name = (1..).map(|k| if k == 1 { name.to_string() } else { format!("{name}.{k}") });
+        let name = name.into_iter().find(|n| !taken(n)).expect("some name is free");
+        self.names.push(name.clone());
+        name
     }
 
     /// `(x - mean) / std` per channel, as the engine normalises its input,
@@ -228,14 +248,15 @@ impl<'a> Builder<'a> {
         Ok(name.to_string())
     }
 
-    /// The plan node named `name`, which must compute a `want`.
-    fn node(&self, name: &str, want: fn(&Op) -> bool) -> Result<&'a Node> {
+    /// The plan's next node of a kind (`CONV`, ...), in spec order.
+    fn take(&mut self, kind_of_layer: usize) -> Result<&'a Node> {
         let plan: &'a Plan = self.plan;
-        match plan.nodes().iter().find(|n| n.name == name) {
-            Some(n) if want(&n.op) => Ok(n),
-            Some(n) => bail!("the plan's node {name} computes {}", n.op),
-            None => bail!("the plan has no node {name}"),
-        }
+        let k = self.used[kind_of_layer];
+        self.used[kind_of_layer] += 1;
+        let mut of_kind = plan.nodes().iter().filter(|n| kind(&n.op) == kind_of_layer);
+        of_kind
+            .nth(k)
+            .ok_or_else(|| anyhow!("the plan has no {} node number {}", KINDS[kind_of_layer], k + 1))
     }
 
     /// Make the current tensor `N x C x H x W` for an op that needs it; a
@@ -261,37 +282,34 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn layer(&mut self, layer: &LayerSpec, count: &mut Counter) -> Result<()> {
+    fn layer(&mut self, layer: &LayerSpec) -> Result<()> {
         match *layer {
-            LayerSpec::Conv { .. } => self.conv(&count.next("conv")),
+            LayerSpec::Conv { .. } => self.conv(),
             LayerSpec::Relu => {
-                let name = count.next("relu");
-                self.node(&name, |op| matches!(op, Op::Relu))?;
-                self.op("Relu", &name, &[], &[]);
+                let n = self.take(RELU)?;
+                self.op("Relu", &n.name, &[], &[]);
                 Ok(())
             }
-            LayerSpec::MaxPool { .. } => self.max_pool(&count.next("pool")),
+            LayerSpec::MaxPool { .. } => self.max_pool(),
             LayerSpec::GlobalAvgPool => {
-                let n = self.node(&count.next("gap"), |op| matches!(op, Op::GlobalAvgPool { .. }))?;
-                self.make_4d(n.in_shape, "gap.in");
-                self.op("GlobalAveragePool", "gap.4d", &[], &[]);
-                self.rank4 = true;
-                self.make_2d("gap");
+                let n = self.take(GAP)?;
+                self.make_4d(n.in_shape, &format!("{}.in", n.name));
+                self.op("GlobalAveragePool", &format!("{}.4d", n.name), &[], &[]);
+                self.make_2d(&n.name);
                 Ok(())
             }
             LayerSpec::Flatten => {
-                let k = 1 + self.nodes.len();
-                self.make_2d(&format!("flatten.{k}"));
+                self.make_2d("flatten");
                 Ok(())
             }
-            LayerSpec::Dense { .. } => self.dense(&count.next("fc")),
-            LayerSpec::BatchNorm { .. } => self.batch_norm(&count.next("bn")),
+            LayerSpec::Dense { .. } => self.dense(),
+            LayerSpec::BatchNorm { .. } => self.batch_norm(),
         }
     }
 
-    fn conv(&mut self, name: &str) -> Result<()> {
-        let n = self.node(name, |op| matches!(op, Op::Conv(_)))?;
-        let Op::Conv(s) = n.op else { unreachable!("checked by node()") };
+    fn conv(&mut self) -> Result<()> {
+        let n = self.take(CONV)?;
+        let (name, Op::Conv(s)) = (&n.name, n.op) else { unreachable!("take(CONV) gives a conv") };
         self.make_4d(n.in_shape, &format!("{name}.in"));
         let mut inputs = vec![self.param(&format!("{name}.weight"))?];
         if n.bias.is_some() {
@@ -308,9 +326,9 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn max_pool(&mut self, name: &str) -> Result<()> {
-        let n = self.node(name, |op| matches!(op, Op::MaxPool(_)))?;
-        let Op::MaxPool(s) = n.op else { unreachable!("checked by node()") };
+    fn max_pool(&mut self) -> Result<()> {
+        let n = self.take(POOL)?;
+        let (name, Op::MaxPool(s)) = (&n.name, n.op) else { unreachable!("take(POOL) gives a max pool") };
         self.make_4d(n.in_shape, &format!("{name}.in"));
         let (size, stride) = (s.size as i64, s.stride as i64);
         let mut attrs = vec![
@@ -327,8 +345,9 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn dense(&mut self, name: &str) -> Result<()> {
-        let n = self.node(name, |op| matches!(op, Op::Dense(_)))?;
+    fn dense(&mut self) -> Result<()> {
+        let n = self.take(DENSE)?;
+        let name = &n.name;
         self.make_2d(&format!("{name}.in"));
         let mut inputs = vec![self.param(&format!("{name}.weight"))?];
         if n.bias.is_some() {
@@ -342,9 +361,9 @@ impl<'a> Builder<'a> {
 
     /// Evaluation-mode batch norm, per channel of a 4-D tensor or per unit
     /// of a 2-D one (BatchNormalization reads axis 1 either way).
-    fn batch_norm(&mut self, name: &str) -> Result<()> {
-        let n = self.node(name, |op| matches!(op, Op::BatchNorm(_)))?;
-        let Op::BatchNorm(s) = n.op else { unreachable!("checked by node()") };
+    fn batch_norm(&mut self) -> Result<()> {
+        let n = self.take(BN)?;
+        let (name, Op::BatchNorm(s)) = (&n.name, n.op) else { unreachable!("take(BN) gives a batch norm") };
         let inputs = [
             self.param(&format!("{name}.weight"))?,
             self.param(&format!("{name}.bias"))?,
