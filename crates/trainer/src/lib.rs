@@ -7,12 +7,14 @@
 //! `training` (the loop, the MPI team, health checks), which uses
 //! `run_folder` (files, checkpoints, metrics, curves), which uses `config`
 //! (flags, recipes, resolved settings) and `data` (loaders, augmentation,
-//! download); `inspect` (heatmaps, CAM grids), `interrupt` (signals) and
-//! `fsops` (every file write, counted for the crash tests) stand alone.
+//! download); `inspect` (heatmaps, CAM grids), `export` (a model as ONNX),
+//! `interrupt` (signals) and `fsops` (every file write, counted for the
+//! crash tests) stand alone.
 
 pub mod commands;
 pub mod config;
 pub mod data;
+pub mod export;
 pub mod fsops;
 pub mod inspect;
 pub mod interrupt;

@@ -80,6 +80,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches, team: &Team) -> Result<()> {
             commands::set_threads(args.threads)?;
             commands::predict::run(&args)
         }
+        Some(Command::Export(args)) => commands::export::run(&args),
         Some(Command::Fetch(args)) => commands::fetch::run(args),
         None => commands::compare::run(cli.compare, team),
     }

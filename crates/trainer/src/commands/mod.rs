@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod eval;
 pub mod explain;
+pub mod export;
 pub mod fetch;
 pub mod predict;
 pub mod prune;

@@ -1,4 +1,4 @@
-//! The command line: `trainer [train|compare|eval|explain|prune|fetch] ...`. With no
+//! The command line: `trainer [train|compare|eval|explain|prune|predict|export|fetch] ...`. With no
 //! subcommand the trainer runs `compare` with its defaults: the episode's
 //! FC head against its GAP head.
 
@@ -71,6 +71,17 @@ pub enum Command {
                   command then fails."
     )]
     Predict(PredictArgs),
+    /// Write a trained model as an ONNX file, for onnxruntime, OpenVINO, TensorRT, tract and the like
+    #[command(
+        long_about = "Write a trained model as an ONNX file (opset 13), for the runtimes that read ONNX: \
+                  onnxruntime, OpenVINO, TensorRT, tract, onnxruntime-web.\n\n\
+                  The graph takes `input`, float32 N x C x H x W (N free), pixel values divided by 255; the \
+                  normalisation the model was trained with is inside the graph. It gives `probabilities`, \
+                  N x classes, after a softmax; batch norms use their running statistics, as `eval` does. The \
+                  class names, in output order, are in the model's metadata (`classes`, a JSON list). \
+                  Reads only the checkpoint."
+    )]
+    Export(ExportArgs),
     /// Download the official CIFAR-10 archive, check its MD5 and unpack it (what the other commands do on first use)
     // On the variant: its doc comment would override a long_about on FetchArgs.
     #[command(long_about = "Download the official CIFAR-10 binary archive, check its MD5 and unpack it as \
@@ -251,6 +262,16 @@ pub struct PredictArgs {
     /// Worker threads (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A model.safetensors (or state.safetensors) written by `trainer train` or `trainer prune`
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The ONNX file to write, atomically (default: the checkpoint's path ending in .onnx)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
