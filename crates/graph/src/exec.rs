@@ -365,7 +365,7 @@ impl Plan {
         for &b in &meets {
             let ran = self.run_lanes(n, part.clone(), &mut [(); LANES], |sh, lane, _, c| {
                 forward_nodes(isa, sh, from..b, lane, images(c), c, obs);
-                meet_forward(sh, b, lane, images(c), c, obs);
+                meet_forward(isa, sh, b, lane, images(c), c, obs);
             });
             self.meet_forward_at(b, n, ran, meet);
             from = b;
@@ -391,7 +391,7 @@ impl Plan {
             report(obs, t, c.lane, at, Phase::Backward, m);
             backward_nodes(isa, sh, below(last.as_ref())..len, lane, xs, c, quirk, obs);
             if let Some(b) = last {
-                meet_backward(sh, b, lane, xs, c, obs);
+                meet_backward(isa, sh, b, lane, xs, c, obs);
             }
         });
         for (j, &b) in meets.iter().enumerate().rev() {
@@ -400,7 +400,7 @@ impl Plan {
             ran = self.run_lanes(n, part.clone(), &mut [(); LANES], |sh, lane, _, c| {
                 backward_nodes(isa, sh, below(next.as_ref())..b + 1, lane, images(c), c, quirk, obs);
                 if let Some(p) = next {
-                    meet_backward(sh, p, lane, images(c), c, obs);
+                    meet_backward(isa, sh, p, lane, images(c), c, obs);
                 }
             });
         }
@@ -508,16 +508,16 @@ fn input_of<'a>(nodes: &[Node], i: usize, acts: &'a [f32], x: &'a [f32], m: usiz
 
 /// Before the lanes meet at node `b` in the forward pass: the lane's sums
 /// of its input (a lane holds one chunk when its plan has meetings).
-fn meet_forward<O: Observer>(sh: Shared, b: usize, lane: &mut Lane, x: &[f32], c: Chunk, obs: &O) {
+fn meet_forward<O: Observer>(isa: Isa, sh: Shared, b: usize, lane: &mut Lane, x: &[f32], c: Chunk, obs: &O) {
     debug_assert!(c.first, "a lane meets with all its images in one chunk");
     let t = start::<O>();
-    sh.nodes[b].op.meet_forward(c.m, input_of(sh.nodes, b, &lane.acts, x, c.m), &mut lane.meet);
+    sh.nodes[b].op.meet_forward(isa, c.m, input_of(sh.nodes, b, &lane.acts, x, c.m), &mut lane.meet);
     report(obs, t, c.lane, b, Phase::Forward, c.m);
 }
 
 /// Before the lanes meet at node `b` in the backward pass: the lane's sums
 /// of its output gradient, and from them its parameter gradients.
-fn meet_backward<O: Observer>(sh: Shared, b: usize, lane: &mut Lane, x: &[f32], c: Chunk, obs: &O) {
+fn meet_backward<O: Observer>(isa: Isa, sh: Shared, b: usize, lane: &mut Lane, x: &[f32], c: Chunk, obs: &O) {
     let Lane { acts, dacts, grads, meet, .. } = lane;
     let node = &sh.nodes[b];
     let stats = &sh.stats[node.stats.clone().expect("a meeting point keeps statistics")];
@@ -525,7 +525,7 @@ fn meet_backward<O: Observer>(sh: Shared, b: usize, lane: &mut Lane, x: &[f32], 
     let (dw, db) = node.grads_of(grads);
     let t = start::<O>();
     let input = input_of(sh.nodes, b, acts, x, c.m);
-    node.op.meet_backward(c.m, input, dy, stats, meet, dw, db, !c.first);
+    node.op.meet_backward(isa, c.m, input, dy, stats, meet, dw, db, !c.first);
     report(obs, t, c.lane, b, Phase::Backward, c.m);
 }
 

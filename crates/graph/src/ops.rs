@@ -284,9 +284,9 @@ impl Op {
 
     /// Before the lanes meet in the forward pass: this lane's sums of its
     /// `m` inputs `x` per channel, into `out` (a batch norm's moments).
-    pub(crate) fn meet_forward(&self, m: usize, x: &[f32], out: &mut [f64]) {
+    pub(crate) fn meet_forward(&self, isa: Isa, m: usize, x: &[f32], out: &mut [f64]) {
         if let Op::BatchNorm(s) = self {
-            batch_norm_moments(s, m, x, out);
+            batch_norm_moments(isa, s, m, x, out);
         }
     }
 
@@ -312,6 +312,7 @@ impl Op {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn meet_backward(
         &self,
+        isa: Isa,
         m: usize,
         x: &[f32],
         dy: &[f32],
@@ -322,7 +323,7 @@ impl Op {
         accumulate: bool,
     ) {
         if let Op::BatchNorm(s) = self {
-            batch_norm_grad_sums(s, m, x, dy, stats, out);
+            batch_norm_grad_sums(isa, s, m, x, dy, stats, out);
             let db = db.expect("a batch norm has a bias");
             batch_norm_param_grads(s, out, dw, db, accumulate);
         }
@@ -378,7 +379,7 @@ impl Op {
             Op::Dense(s) => dense_forward(isa, &s, m, f.x, f.w, f.b, f.y),
             Op::BatchNorm(s) => {
                 let beta = f.b.expect("a batch norm has a bias");
-                batch_norm_forward(&s, m, f.x, f.stats, f.w, beta, f.y)
+                batch_norm_forward(isa, &s, m, f.x, f.stats, f.w, beta, f.y)
             }
         }
     }
@@ -433,7 +434,7 @@ impl Op {
             // ([`Op::meet_backward`]); only the input gradient is left.
             Op::BatchNorm(s) => {
                 if let Some(dx) = b.dx {
-                    batch_norm_backward(&s, m, b.count, b.x, b.dy, b.stats, b.w, b.totals, dx);
+                    batch_norm_backward(isa, &s, m, b.count, b.x, b.dy, b.stats, b.w, b.totals, dx);
                 }
             }
         }

@@ -12,7 +12,23 @@
 //! which loses about `log2(mean^2 / var)` of f64's 53 bits to cancellation,
 //! harmless for activations; in f32 it would not be. They are summed over
 //! four accumulators per plane in a fixed pattern, so the bits do not
-//! depend on the ISA (these kernels are the same code on every ISA).
+//! depend on the ISA: the kernels are the same source at every ISA, only
+//! compiled for its vector width ([`at_isa`]).
+
+use crate::isa::Isa;
+use crate::simd::Vector;
+
+/// Run `f` compiled for `isa`'s vector width (plain code for portable).
+/// The same operations in the same order, and Rust never fuses a multiply
+/// and an add, so the bits are the same at every ISA; only the speed is not.
+#[inline(always)]
+fn at_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    if isa == Isa::Portable {
+        return f();
+    }
+    // SAFETY: `with_vector!` checks that this CPU runs `isa`.
+    with_vector!(isa, V => unsafe { <V as Vector>::outline(f) })
+}
 
 /// A batch-norm layer's shape and constants.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,17 +75,19 @@ fn sums(a: &[f32], b: &[f32]) -> (f64, f64) {
 
 /// Partial sums of `x[m, c, hw]` per channel: `out[ch] = sum x`,
 /// `out[c + ch] = sum x^2`, over the `m` images (overwritten).
-pub fn batch_norm_moments(bn: &BatchNorm, m: usize, x: &[f32], out: &mut [f64]) {
+pub fn batch_norm_moments(isa: Isa, bn: &BatchNorm, m: usize, x: &[f32], out: &mut [f64]) {
     let (c, hw) = (bn.c, bn.hw);
     let out = &mut out[..2 * c];
     out.fill(0.0);
-    for image in x[..m * bn.len()].chunks_exact(bn.len()) {
-        for (ch, plane) in image.chunks_exact(hw).enumerate() {
-            let (s, q) = sums(plane, plane);
-            out[ch] += s;
-            out[c + ch] += q;
+    at_isa(isa, || {
+        for image in x[..m * bn.len()].chunks_exact(bn.len()) {
+            for (ch, plane) in image.chunks_exact(hw).enumerate() {
+                let (s, q) = sums(plane, plane);
+                out[ch] += s;
+                out[c + ch] += q;
+            }
         }
-    }
+    })
 }
 
 /// The batch's statistics from the whole batch's [`batch_norm_moments`]
@@ -103,6 +121,7 @@ pub fn batch_norm_stats(
 /// by [`batch_norm_running_stats`] (evaluation).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward(
+    isa: Isa,
     bn: &BatchNorm,
     m: usize,
     x: &[f32],
@@ -112,16 +131,18 @@ pub fn batch_norm_forward(
     y: &mut [f32],
 ) {
     let (c, hw, len) = (bn.c, bn.hw, bn.len());
-    for (image, out) in x[..m * len].chunks_exact(len).zip(y[..m * len].chunks_exact_mut(len)) {
-        for ch in 0..c {
-            let scale = gamma[ch] * stats[c + ch];
-            let shift = beta[ch] - stats[ch] * scale;
-            let (plane, dst) = (&image[ch * hw..][..hw], &mut out[ch * hw..][..hw]);
-            for (d, &v) in dst.iter_mut().zip(plane) {
-                *d = v * scale + shift;
+    at_isa(isa, || {
+        for (image, out) in x[..m * len].chunks_exact(len).zip(y[..m * len].chunks_exact_mut(len)) {
+            for ch in 0..c {
+                let scale = gamma[ch] * stats[c + ch];
+                let shift = beta[ch] - stats[ch] * scale;
+                let (plane, dst) = (&image[ch * hw..][..hw], &mut out[ch * hw..][..hw]);
+                for (d, &v) in dst.iter_mut().zip(plane) {
+                    *d = v * scale + shift;
+                }
             }
         }
-    }
+    })
 }
 
 /// Evaluation's statistics, in [`batch_norm_forward`]'s layout, from the
@@ -139,19 +160,30 @@ pub fn batch_norm_running_stats(bn: &BatchNorm, running: &[f32], stats: &mut [f3
 /// `out[ch] = sum dy`, `out[c + ch] = sum dy * xhat` (overwritten), where
 /// `xhat = (x - mean) * invstd` with the forward pass's `stats`. Summed over
 /// the whole batch they are the bias and weight gradients.
-pub fn batch_norm_grad_sums(bn: &BatchNorm, m: usize, x: &[f32], dy: &[f32], stats: &[f32], out: &mut [f64]) {
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_grad_sums(
+    isa: Isa,
+    bn: &BatchNorm,
+    m: usize,
+    x: &[f32],
+    dy: &[f32],
+    stats: &[f32],
+    out: &mut [f64],
+) {
     let (c, hw, len) = (bn.c, bn.hw, bn.len());
     let out = &mut out[..2 * c];
     out.fill(0.0);
-    for (image, grad) in x[..m * len].chunks_exact(len).zip(dy[..m * len].chunks_exact(len)) {
-        for ch in 0..c {
-            let (plane, g) = (&image[ch * hw..][..hw], &grad[ch * hw..][..hw]);
-            // sum dy * (x - mean) = sum dy*x - mean * sum dy, then times invstd.
-            let (s, q) = sums(g, plane);
-            out[ch] += s;
-            out[c + ch] += q - stats[ch] as f64 * s;
+    at_isa(isa, || {
+        for (image, grad) in x[..m * len].chunks_exact(len).zip(dy[..m * len].chunks_exact(len)) {
+            for ch in 0..c {
+                let (plane, g) = (&image[ch * hw..][..hw], &grad[ch * hw..][..hw]);
+                // sum dy * (x - mean) = sum dy*x - mean * sum dy, then times invstd.
+                let (s, q) = sums(g, plane);
+                out[ch] += s;
+                out[c + ch] += q - stats[ch] as f64 * s;
+            }
         }
-    }
+    });
     for ch in 0..c {
         out[c + ch] *= stats[c + ch] as f64;
     }
@@ -162,6 +194,7 @@ pub fn batch_norm_grad_sums(bn: &BatchNorm, m: usize, x: &[f32], dy: &[f32], sta
 /// `dx = gamma * invstd * (dy - sum dy / count - xhat * sum(dy xhat) / count)`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward(
+    isa: Isa,
     bn: &BatchNorm,
     m: usize,
     count: usize,
@@ -174,24 +207,26 @@ pub fn batch_norm_backward(
 ) {
     let (c, hw, len) = (bn.c, bn.hw, bn.len());
     let n = count as f64;
-    for ((image, grad), out) in x[..m * len]
-        .chunks_exact(len)
-        .zip(dy[..m * len].chunks_exact(len))
-        .zip(dx[..m * len].chunks_exact_mut(len))
-    {
-        for ch in 0..c {
-            let (mean, invstd) = (stats[ch], stats[c + ch]);
-            let k = gamma[ch] * invstd;
-            let a = (totals[ch] / n) as f32;
-            let b = (totals[c + ch] / n) as f32;
-            let (plane, g, dst) =
-                (&image[ch * hw..][..hw], &grad[ch * hw..][..hw], &mut out[ch * hw..][..hw]);
-            for ((d, &v), &gy) in dst.iter_mut().zip(plane).zip(g) {
-                let xhat = (v - mean) * invstd;
-                *d = k * (gy - a - xhat * b);
+    at_isa(isa, || {
+        for ((image, grad), out) in x[..m * len]
+            .chunks_exact(len)
+            .zip(dy[..m * len].chunks_exact(len))
+            .zip(dx[..m * len].chunks_exact_mut(len))
+        {
+            for ch in 0..c {
+                let (mean, invstd) = (stats[ch], stats[c + ch]);
+                let k = gamma[ch] * invstd;
+                let a = (totals[ch] / n) as f32;
+                let b = (totals[c + ch] / n) as f32;
+                let (plane, g, dst) =
+                    (&image[ch * hw..][..hw], &grad[ch * hw..][..hw], &mut out[ch * hw..][..hw]);
+                for ((d, &v), &gy) in dst.iter_mut().zip(plane).zip(g) {
+                    let xhat = (v - mean) * invstd;
+                    *d = k * (gy - a - xhat * b);
+                }
             }
         }
-    }
+    })
 }
 
 /// A lane's weight and bias gradients from its [`batch_norm_grad_sums`]:
