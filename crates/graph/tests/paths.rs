@@ -30,6 +30,24 @@ fn plans_start_on_the_default_paths() {
     }
 }
 
+/// Wide layers: at AVX2 the direct kernels are the default up to 64 output
+/// planes (deep-gap's conv4 and conv5 have 128); AVX-512 keeps them
+/// everywhere; portable has only im2col.
+#[test]
+fn wide_layers_default_to_im2col_at_avx2() {
+    use ConvPath::{Direct, Im2col};
+    for isa in isas("wide_layers_default_to_im2col_at_avx2") {
+        let plan = Plan::for_isa(&preset("deep-gap").unwrap(), Shape::new(3, 32, 32), 8, isa).unwrap();
+        let got: Vec<ConvPath> = plan.conv_paths().iter().map(|p| p.1).collect();
+        let want = match isa {
+            Isa::Portable => [Im2col; 5],
+            Isa::Avx2 => [Direct, Direct, Direct, Im2col, Im2col],
+            Isa::Avx512 => [Direct; 5],
+        };
+        assert_eq!(got, want, "{isa}");
+    }
+}
+
 #[test]
 fn a_chosen_path_is_the_one_that_runs() {
     for isa in isas("a_chosen_path_is_the_one_that_runs").into_iter().filter(|&i| i != Isa::Portable) {

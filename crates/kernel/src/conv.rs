@@ -242,14 +242,19 @@ impl ConvPath {
 
     /// The path a plan gives `s` at `isa` unless told otherwise: a fixed
     /// rule, never a measurement, so that two runs with the same seed give
-    /// the same bits. The direct kernels wherever they run: on an AMD EPYC
-    /// (AVX2) they beat im2col + SGEMM on every layer of the seed presets,
-    /// conv1's 3 input channels included (forward 1.30x, backward 1.80x);
-    /// on an Intel Xeon, AVX2's conv1 forward is the one place where
-    /// im2col wins (1.27x), too little to give up the bits of every AVX2
-    /// run for one CPU family (`docs/benchmarks.md`).
+    /// the same bits. The direct kernels wherever they run, up to the
+    /// ISA's `conv_direct_max_f` output planes ([`crate::simd::Tiles`]);
+    /// im2col + SGEMM beyond. On an AMD EPYC (AVX2) the direct kernels beat
+    /// im2col on every layer of the seed presets (1.6-1.9x forward and
+    /// backward, conv1's 3 input channels included) and tie it at 32-64
+    /// planes, but lose at 128 (0.75-0.9x); on an Intel Xeon, AVX2's conv1
+    /// forward is the one seed layer where im2col wins (1.27x), too little
+    /// to give up the bits of every AVX2 run for one CPU family
+    /// (`docs/benchmarks.md`).
     pub fn default_for(isa: Isa, s: &Conv2d) -> ConvPath {
-        if ConvPath::Direct.runs(isa, s) {
+        if ConvPath::Direct.runs(isa, s)
+            && s.c_out <= with_vector!(isa, V => <V as crate::simd::Vector>::TILES.conv_direct_max_f)
+        {
             ConvPath::Direct
         } else {
             ConvPath::Im2col

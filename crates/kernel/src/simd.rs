@@ -40,7 +40,8 @@ pub use x86::{Avx2, Avx512};
 pub const MAX_LANES: usize = 16;
 
 /// Register tile sizes of the kernels: how many accumulators fit the
-/// vector registers (each tile also needs a few registers for operands).
+/// vector registers (each tile also needs a few registers for operands);
+/// and the choices of path that follow from them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiles {
     /// Output planes per tile of the direct convolution; divides 4.
@@ -70,6 +71,12 @@ pub struct Tiles {
     pub dw_o: usize,
     /// Column blocks per tile of the dense weight gradient (1 to 6).
     pub dw_k: usize,
+    /// Most output planes of a layer whose default path is the direct
+    /// convolution ([`crate::ConvPath::default_for`]); a wider layer
+    /// defaults to im2col + SGEMM. With few accumulators a tile covers few
+    /// filters, so many filters reread the input many times, while SGEMM's
+    /// blocking keeps it in cache.
+    pub conv_direct_max_f: usize,
 }
 
 /// Tiles for 32 vector registers (AVX-512): the hand-tuned AVX-512 kernels'
@@ -86,6 +93,8 @@ pub const TILES_32_REGS: Tiles = Tiles {
     dx_k: 3,
     dw_o: 3,
     dw_k: 6,
+    // not measured against im2col on wide layers yet: direct everywhere
+    conv_direct_max_f: usize::MAX,
 };
 
 /// Tiles for 16 vector registers (AVX2): 8 to 12 accumulators, enough
@@ -102,6 +111,10 @@ pub const TILES_16_REGS: Tiles = Tiles {
     dx_k: 2,
     dw_o: 3,
     dw_k: 3,
+    // AMD EPYC, 1 thread, forward + backward: direct 1.03-1.10x im2col's
+    // speed up to 64 planes, 0.89-0.97x at 64->128 @8x8, 0.75x at
+    // 128->128 @8x8 (`docs/benchmarks.md`)
+    conv_direct_max_f: 64,
 };
 
 /// A vector of `LANES` `f32`, with lane masks and `u32` index vectors.

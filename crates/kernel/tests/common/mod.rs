@@ -333,6 +333,10 @@ pub const CONV_CASES: &[ConvCase] = &[
     conv(3, 4, 20, 30, 3, 3, 1, 2, false, 2),
     conv(5, 6, 9, 7, 3, 3, 1, 0, true, 3),
     conv(12, 8, 8, 20, 3, 3, 1, 1, true, 1),
+    // 32 filters and more (the deeper presets' widths), more images than a
+    // lane's share of a batch of 64
+    conv(2, 4, 4, 32, 3, 3, 1, 1, true, 10),
+    conv(3, 5, 6, 33, 3, 3, 1, 0, false, 3),
 ];
 
 /// One max-pool test case.
