@@ -13,7 +13,7 @@
 //! harmless for activations; in f32 it would not be. They are summed over
 //! four accumulators per plane in a fixed pattern, so the bits do not
 //! depend on the ISA: the kernels are the same source at every ISA, only
-//! compiled for its vector width ([`at_isa`]).
+//! compiled for its vector width (`at_isa`).
 
 use crate::isa::Isa;
 use crate::simd::Vector;

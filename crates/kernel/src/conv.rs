@@ -11,9 +11,10 @@
 //! (every convolution of the presets), at the ISA the caller passes
 //! (AVX-512 or AVX2; 2-3x faster than im2col with AVX-512 on this project's
 //! first machine): no im2col matrix, no packing, the filters in registers.
-//! [`conv2d_forward`] and [`conv2d_backward`] take it for those shapes at
-//! every ISA but [`Isa::Portable`]; the `_via` versions choose, for tests
-//! and benches. The paths sum in different orders (and the direct kernels'
+//! [`conv2d_forward`] and [`conv2d_backward`] take the path
+//! [`ConvPath::default_for`] gives (the direct kernels for those shapes at
+//! every ISA but [`Isa::Portable`], up to the ISA's filter count); the
+//! `_via` versions choose. The paths sum in different orders (and the direct kernels'
 //! weight gradient in per-lane partial sums), so their results differ in
 //! the last bits.
 //!
