@@ -8,8 +8,9 @@
 //! `run_folder` (files, checkpoints, metrics, curves), which uses `config`
 //! (flags, recipes, resolved settings) and `data` (loaders, augmentation,
 //! download); `inspect` (heatmaps, CAM grids), `export` (a model as ONNX),
-//! `interrupt` (signals) and `fsops` (every file write, counted for the
-//! crash tests) stand alone.
+//! `interrupt` (signals), `fsops` (every file write, counted for the
+//! crash tests) and `protobuf` (the encoder of ONNX and TensorBoard files)
+//! stand alone.
 
 pub mod commands;
 pub mod config;
@@ -18,5 +19,6 @@ pub mod export;
 pub mod fsops;
 pub mod inspect;
 pub mod interrupt;
+pub mod protobuf;
 pub mod run_folder;
 pub mod training;

@@ -23,8 +23,9 @@ use anyhow::{anyhow, bail, Result};
 use graph::{LayerSpec, Metadata, Node, Op, Plan, Shape};
 
 use crate::data::Normalizer;
+use crate::protobuf::Message;
 use crate::run_folder::checkpoint::keys;
-use proto::{node, tensor_f32, tensor_i64, value_info, Attr, Dim, Message};
+use proto::{node, tensor_f32, tensor_i64, value_info, Attr, Dim};
 
 /// The operator set written. 13 is read by every current runtime
 /// (onnxruntime since 1.6, TensorRT 8 and later, OpenVINO, tract,

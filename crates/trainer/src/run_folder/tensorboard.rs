@@ -7,8 +7,8 @@
 //! data's length (u64 little-endian), the masked CRC-32C of those 8 bytes
 //! (u32 LE), the data, and the masked CRC-32C of the data, where masking is
 //! `((crc >> 15) | (crc << 17)) + 0xa282ead8`. The data of a record is a
-//! protobuf `Event`; the few fields written are encoded by hand here
-//! (a protobuf crate would cost more compile time than these 30 lines):
+//! protobuf `Event`, written with the crate's own encoder
+//! ([`crate::protobuf`]):
 //!
 //! ```text
 //! Event      { double wall_time = 1; int64 step = 2; string file_version = 3;
@@ -54,6 +54,7 @@ use anyhow::{Context, Result};
 
 use super::metrics::EpochRow;
 use crate::fsops;
+use crate::protobuf::Message;
 
 /// How the name of every events file written here begins.
 pub const PREFIX: &str = "events.out.tfevents.";
@@ -108,71 +109,42 @@ pub fn scalars(row: &EpochRow) -> [(&'static str, f64); 9] {
     ]
 }
 
-// Protobuf's wire format: a key is (field << 3 | wire type); wire type 0 is
-// a varint, 1 eight bytes, 2 a varint length and that many bytes, 5 four bytes.
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn key(out: &mut Vec<u8>, field: u64, wire: u64) {
-    varint(out, field << 3 | wire);
-}
-
-fn bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    key(out, field, 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// An `Event` of `wall` seconds since 1970 and `step`, then the fields in
-/// `rest`. Fields in number order; a zero step is left out, as protobuf
+/// An `Event` of `wall` seconds since 1970 and `step`, then `field` holding
+/// `body`. Fields in number order; a zero step is left out, as protobuf
 /// leaves out a default value.
-fn event(wall: f64, step: u64, rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rest.len() + 12);
-    key(&mut out, 1, 1);
-    out.extend_from_slice(&wall.to_le_bytes());
+fn event(wall: f64, step: u64, field: u32, body: &[u8]) -> Vec<u8> {
+    let mut e = Message::new();
+    e.double(1, wall);
     if step != 0 {
-        key(&mut out, 2, 0);
-        varint(&mut out, step);
+        e.int(2, step as i64);
     }
-    out.extend_from_slice(rest);
-    out
+    e.bytes(field, body);
+    e.into_bytes()
 }
 
 /// The first event of every events file: which format follows.
 pub fn version_event(wall: f64) -> Vec<u8> {
-    let mut rest = Vec::new();
-    bytes_field(&mut rest, 3, FILE_VERSION.as_bytes());
-    event(wall, 0, &rest)
+    event(wall, 0, 3, FILE_VERSION.as_bytes())
 }
 
 /// SessionLog { status: START } at step 1: the run's steps start here.
 pub fn start_event(wall: f64) -> Vec<u8> {
-    let mut rest = Vec::new();
+    let mut log = Message::new();
+    log.int(1, 1);
     // Field 7: 6 is the deprecated LogMessage, which readers would take it for.
-    bytes_field(&mut rest, 7, &[0x08, 0x01]);
-    event(wall, 1, &rest)
+    event(wall, 1, 7, &log.into_bytes())
 }
 
 /// The event of one epoch: its scalars as `Summary.Value`s, f32 as
 /// TensorBoard's `simple_value` is.
 pub fn epoch_event(row: &EpochRow, wall: f64) -> Vec<u8> {
-    let mut summary = Vec::new();
+    let mut summary = Message::new();
     for (tag, v) in scalars(row) {
-        let mut value = Vec::new();
-        bytes_field(&mut value, 1, tag.as_bytes());
-        key(&mut value, 2, 5);
-        value.extend_from_slice(&(v as f32).to_le_bytes());
-        bytes_field(&mut summary, 1, &value);
+        let mut value = Message::new();
+        value.string(1, tag).float(2, v as f32);
+        summary.message(1, &value);
     }
-    let mut rest = Vec::new();
-    bytes_field(&mut rest, 5, &summary);
-    event(wall, row.epoch as u64, &rest)
+    event(wall, row.epoch as u64, 5, &summary.into_bytes())
 }
 
 /// The wall times an events file already holds: of its first record and of
