@@ -222,7 +222,7 @@ pub unsafe fn forward<V: Vector>(
     for i in 0..n {
         pad_planes::<V>(&x[i * s.in_len()..], s.c_in, s.h, s.w, s.pad, s.pad, xp);
         let yi = &mut y[i * s.out_len()..(i + 1) * s.out_len()];
-        correlate::<V>(&g, xp, taps, bias, yi);
+        correlate::<V>(&g, xp, taps, bias, yi, filter_outer::<V>(&g));
     }
 }
 
@@ -287,7 +287,8 @@ pub unsafe fn backward<V: Vector>(
         let (py, px) = (s.kh - 1 - s.pad, s.kw - 1 - s.pad);
         for i in 0..n {
             pad_planes::<V>(&dy[i * s.out_len()..], s.c_out, ho, wo, py, px, dyp);
-            correlate::<V>(&d, dyp, taps, None, &mut dx[i * s.in_len()..(i + 1) * s.in_len()]);
+            let dxi = &mut dx[i * s.in_len()..(i + 1) * s.in_len()];
+            correlate::<V>(&d, dyp, taps, None, dxi, filter_outer::<V>(&d));
         }
     }
 }
@@ -296,15 +297,23 @@ pub unsafe fn backward<V: Vector>(
 /// weight table `taps[ci * kh * kw, co_pad]`, plus `bias`.
 ///
 /// Register tiles of `conv_f` output planes x up to `conv_q` vector blocks
-/// of pixels; the pixel groups are the outer loop, so a group's input stays
-/// in L1 while every filter tile reads it. Where an output row is a whole
+/// of pixels. The pixel groups are the outer loop, so a group's input stays
+/// in L1 while every filter tile reads it; or, with `filter_outer`
+/// ([`filter_outer`]), the filter tiles are. Where an output row is a whole
 /// number of vectors (`wo` a multiple of `LANES`: the seed network's 32-,
 /// 16- and 8-wide planes at AVX2), the blocks are those of the output rows
 /// (`ROWS`): no lanes computed for the padding columns, and every store a
 /// plain one of a whole vector. Elsewhere the blocks run along the padded
 /// plane, and the stores skip the padding columns. Each output's sum is
 /// the same chain of FMAs either way.
-unsafe fn correlate<V: Vector>(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+unsafe fn correlate<V: Vector>(
+    g: &Corr,
+    xp: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    filter_outer: bool,
+) {
     assert!(xp.len() >= g.padded_len() && taps.len() >= g.taps_len() && out.len() >= g.co * g.ho() * g.wo());
     assert!(bias.is_none_or(|b| b.len() >= g.co));
     const { assert!((V::TILES.conv_f == 2 || V::TILES.conv_f == 4) && V::TILES.conv_q <= 6) };
@@ -334,23 +343,73 @@ unsafe fn correlate<V: Vector>(g: &Corr, xp: &[f32], taps: &[f32], bias: Option<
             }
         };
     }
-    let mut b0 = 0;
-    let mut groups_left = blocks.div_ceil(V::TILES.conv_q);
-    while b0 < blocks {
-        // Even: the blocks left over the groups left, never above conv_q.
-        let qb = match V::TILES.conv_even_q {
-            true => (blocks - b0).div_ceil(groups_left),
-            false => (blocks - b0).min(V::TILES.conv_q),
-        };
-        for f0 in (0..g.co).step_by(V::TILES.conv_f) {
+    let groups = || PixelGroups::new(blocks, V::TILES.conv_q, V::TILES.conv_even_q);
+    let filter_tiles = || (0..g.co).step_by(V::TILES.conv_f);
+    macro_rules! run {
+        ($f0:expr, $group:expr) => {{
+            let (b0, qb) = $group;
             if rows {
-                tile!(true, qb, f0, b0)
+                tile!(true, qb, $f0, b0)
             } else {
-                tile!(false, qb, f0, b0)
+                tile!(false, qb, $f0, b0)
+            }
+        }};
+    }
+    if filter_outer {
+        for f0 in filter_tiles() {
+            for group in groups() {
+                run!(f0, group)
             }
         }
-        b0 += qb;
-        groups_left -= 1;
+    } else {
+        for group in groups() {
+            for f0 in filter_tiles() {
+                run!(f0, group)
+            }
+        }
+    }
+}
+
+/// Whether [`correlate`] runs its filter tiles as the outer loop: when
+/// the whole padded input fits the ISA's `conv_filter_outer_max_input` (a
+/// first layer's 3 planes). The input then stays in L1 either way, and the
+/// stores run along `conv_f` planes at a time rather than across all of
+/// them at one offset, where planes of 4 KiB or more share L1 sets and
+/// evict each other. The order never changes the bits.
+fn filter_outer<V: Vector>(g: &Corr) -> bool {
+    g.padded_len() * size_of::<f32>() <= V::TILES.conv_filter_outer_max_input
+}
+
+/// The pixel groups of [`correlate`]: `(first block, blocks)` runs over
+/// `blocks` vector blocks, at most `q` each, in order; with `even`, the
+/// blocks left are spread evenly over the groups left (8 blocks as 4 + 4
+/// rather than 6 + 2).
+struct PixelGroups {
+    next: usize,
+    blocks: usize,
+    q: usize,
+    groups_left: usize,
+    even: bool,
+}
+
+impl PixelGroups {
+    fn new(blocks: usize, q: usize, even: bool) -> Self {
+        PixelGroups { next: 0, blocks, q, groups_left: blocks.div_ceil(q), even }
+    }
+}
+
+impl Iterator for PixelGroups {
+    type Item = (usize, usize);
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let left = self.blocks - self.next;
+        if left == 0 {
+            return None;
+        }
+        let qb = if self.even { left.div_ceil(self.groups_left) } else { left.min(self.q) };
+        let b0 = self.next;
+        self.next += qb;
+        self.groups_left -= 1;
+        Some((b0, qb))
     }
 }
 
@@ -558,4 +617,44 @@ unsafe fn correlate_block<V: Vector, const F: usize, const QB: usize, const ROWS
             sums.write(acc);
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::Fallback;
+
+    /// Both loop orders of `correlate`, on a plane of whole rows of
+    /// vectors and on one of padded-plane blocks, with a partial filter
+    /// tile: the same bits.
+    fn both_orders_agree<V: Vector>() {
+        for (ci, co, hp, wp) in [(3, 7, 34, 34), (5, 9, 11, 13)] {
+            let g = Corr { ci, co, hp, wp, kh: 3, kw: 3 };
+            let value = |i: usize| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5;
+            let xp: Vec<f32> = (0..g.padded_len()).map(value).collect();
+            let taps: Vec<f32> = (0..g.taps_len()).map(|i| value(i + 17)).collect();
+            let bias: Vec<f32> = (0..co).map(|i| value(i + 5)).collect();
+            let run = |outer| {
+                let mut out = vec![f32::NAN; co * g.ho() * g.wo()];
+                // SAFETY: the caller checked that the CPU runs V
+                unsafe { correlate::<V>(&g, &xp, &taps, Some(&bias), &mut out, outer) };
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let (pixels, filters) = (run(false), run(true));
+            assert!(pixels.iter().all(|&b| !f32::from_bits(b).is_nan()), "{g:?}: an output left unwritten");
+            assert_eq!(pixels, filters, "{g:?} at {} lanes", V::LANES);
+        }
+    }
+
+    #[test]
+    fn the_loop_order_does_not_change_the_bits() {
+        both_orders_agree::<Fallback<8>>();
+        both_orders_agree::<Fallback<16>>();
+        if crate::simd::Avx2::supported() {
+            both_orders_agree::<crate::simd::Avx2>();
+        }
+        if crate::simd::Avx512::supported() {
+            both_orders_agree::<crate::simd::Avx512>();
+        }
+    }
 }

@@ -77,6 +77,11 @@ pub struct Tiles {
     /// filters, so many filters reread the input many times, while SGEMM's
     /// blocking keeps it in cache.
     pub conv_direct_max_f: usize,
+    /// Most bytes of a direct convolution's padded input for which its
+    /// filter tiles, not its pixel groups, are the outer loop (see
+    /// `direct::correlate`): the loop order changes the speed, never the
+    /// bits.
+    pub conv_filter_outer_max_input: usize,
 }
 
 /// Tiles for 32 vector registers (AVX-512): the hand-tuned AVX-512 kernels'
@@ -95,6 +100,8 @@ pub const TILES_32_REGS: Tiles = Tiles {
     dw_k: 6,
     // not measured against im2col on wide layers yet: direct everywhere
     conv_direct_max_f: usize::MAX,
+    // not measured on an AVX-512 CPU yet: the pixel groups outer everywhere
+    conv_filter_outer_max_input: 0,
 };
 
 /// Tiles for 16 vector registers (AVX2): 8 to 12 accumulators, enough
@@ -115,6 +122,10 @@ pub const TILES_16_REGS: Tiles = Tiles {
     // speed up to 64 planes, 0.89-0.97x at 64->128 @8x8, 0.75x at
     // 128->128 @8x8 (`docs/benchmarks.md`)
     conv_direct_max_f: 64,
+    // half of a 32 KiB L1d. AMD EPYC, 1 thread, 8 images, outputs not in
+    // cache: 0.62x the time on 3->32 @32x32, 0.87x on 3->20 @32x32 and
+    // 3->20 @64x64, the same (0.99-1.01x) on 8x8 and 16x16 planes
+    conv_filter_outer_max_input: 16 << 10,
 };
 
 /// A vector of `LANES` `f32`, with lane masks and `u32` index vectors.
