@@ -169,7 +169,9 @@ pub fn print_report(r: &Report) {
         "Where the time of a batch-{n} training step goes, from the engine's own step observed node by \
          node (`Plan::forward_backward_observed`: the plain step's code with a clock around every node, \
          same bits): each layer's time summed over the lanes, per image (µs of thread-time), and its share \
-         of the observed step's wall time x {} threads, taken within each round.\n",
+         of the observed step's wall time x {} threads, taken within each round. A convolution followed \
+         by a max pool runs both forward passes in one pass, image by image: the pool's forward time is \
+         in the convolution's.\n",
         r.threads
     );
     println!("| layer | op | seed-fc µs/image, fwd + bwd | share | seed-gap µs/image, fwd + bwd | share |");

@@ -17,7 +17,7 @@ use kernel::{
 };
 use rayon::prelude::*;
 
-use crate::ops::{Bwd, Fwd};
+use crate::ops::{Bwd, Fwd, Op};
 use crate::plan::{Lane, Node, Plan, LANES};
 
 /// How per-image gradients combine over a batch.
@@ -73,7 +73,10 @@ pub trait Observer: Sync {
     /// Whether to read the clock at all. The plain step's observer says
     /// `false`, a constant, so its step compiles to the unobserved code.
     const TIMED: bool = true;
-    /// After every node (and the loss) on every chunk of every lane.
+    /// After every node (and the loss) on every chunk of every lane. A
+    /// convolution's forward pass that runs the max pool after it too
+    /// ([`Op`]'s `pooled`) reports the time of both; the pool's forward
+    /// then follows at once, with about 0 ns.
     fn node(&self, event: Event);
     /// After the lanes' gradients are summed (wall nanoseconds).
     fn reduced(&self, _nanos: u64) {}
@@ -473,26 +476,37 @@ fn forward_nodes<O: Observer>(
 ) {
     let Lane { acts, argmax, cols, .. } = lane;
     let (m, nodes) = (c.m, sh.nodes);
-    for i in span {
+    let mut i = span.start;
+    while i < span.end {
         let node = &nodes[i];
         let (before, rest) = acts.split_at_mut(node.act.start);
         let input: &[f32] = if i == 0 { x } else { &before[nodes[i - 1].act.start..] };
+        // A convolution and the max pool after it run as one pass
+        // (`Op::pooled`), reported as the convolution's.
+        let next = nodes[..span.end].get(i + 1);
+        let pooled = next.and_then(|p| Some((node.op.pooled(&p.op)?, p)));
+        // the node whose output and argmax this pass writes
+        let out = pooled.map_or(node, |(_, pool)| pool);
         let t = start::<O>();
-        node.op.forward(
-            isa,
-            node.conv_path,
-            m,
-            Fwd {
-                stats: node.stats.clone().map_or(&[], |r| &sh.stats[r]),
-                x: &input[..m * node.in_shape.len()],
-                y: &mut rest[..m * node.out_shape.len()],
-                w: node.weight_of(sh.params),
-                b: node.bias_of(sh.params),
-                scratch: cols,
-                argmax: &mut argmax[node.argmax.clone()],
-            },
-        );
+        let f = Fwd {
+            stats: node.stats.clone().map_or(&[], |r| &sh.stats[r]),
+            x: &input[..m * node.in_shape.len()],
+            y: &mut rest[out.act.start - node.act.start..][..m * out.out_shape.len()],
+            w: node.weight_of(sh.params),
+            b: node.bias_of(sh.params),
+            scratch: cols,
+            argmax: &mut argmax[out.argmax.clone()],
+        };
+        match pooled {
+            Some((ops, _)) => Op::forward_pooled(ops, isa, node.conv_path, m, f),
+            None => node.op.forward(isa, node.conv_path, m, f),
+        }
         report(obs, t, c.lane, i, Phase::Forward, m);
+        if pooled.is_some() {
+            report(obs, t.map(|_| Instant::now()), c.lane, i + 1, Phase::Forward, m);
+            i += 1;
+        }
+        i += 1;
     }
 }
 

@@ -15,9 +15,9 @@ use std::fmt;
 use kernel::{
     batch_norm_backward, batch_norm_forward, batch_norm_grad_sums, batch_norm_moments,
     batch_norm_param_grads, batch_norm_running_stats, batch_norm_stats, conv2d_backward_via,
-    conv2d_forward_via, dense_backward, dense_forward, dense_input_grad, gap_backward, gap_forward,
-    maxpool_backward, maxpool_forward, relu_backward, relu_forward, BatchNorm, Conv2d, ConvPath, Dense, Isa,
-    MaxPool2d,
+    conv2d_forward_via, conv2d_maxpool_forward, conv2d_maxpool_scratch_len, dense_backward, dense_forward,
+    dense_input_grad, gap_backward, gap_forward, maxpool_backward, maxpool_forward, relu_backward,
+    relu_forward, BatchNorm, Conv2d, ConvPath, Dense, Isa, MaxPool2d,
 };
 
 use crate::plan::{Init, Shape};
@@ -251,10 +251,11 @@ impl Op {
         }
     }
 
-    /// Scratch floats a forward or backward pass of `m` images needs.
+    /// Scratch floats a forward or backward pass of `m` images needs
+    /// (a convolution's, also with the max pool after it: [`Op::pooled`]).
     pub(crate) fn scratch_len(&self, m: usize) -> usize {
         match *self {
-            Op::Conv(s) => s.scratch_len(m),
+            Op::Conv(s) => s.scratch_len(m).max(conv2d_maxpool_scratch_len(&s)),
             Op::Relu | Op::MaxPool(_) | Op::GlobalAvgPool { .. } | Op::Dense(_) | Op::BatchNorm(_) => 0,
         }
     }
@@ -382,6 +383,32 @@ impl Op {
                 batch_norm_forward(isa, &s, m, f.x, f.stats, f.w, beta, f.y)
             }
         }
+    }
+
+    /// The convolution and max pool when `self` is a convolution and
+    /// `next`, the node after it, a max pool: their forward passes run as
+    /// one ([`Op::forward_pooled`]), since nothing else reads the
+    /// convolution's output (the pool's backward needs only its argmax).
+    pub(crate) fn pooled(&self, next: &Op) -> Option<(Conv2d, MaxPool2d)> {
+        match (*self, *next) {
+            (Op::Conv(conv), Op::MaxPool(pool)) => Some((conv, pool)),
+            _ => None,
+        }
+    }
+
+    /// Forward over `m` images of a convolution (on `path`) and the max
+    /// pool after it ([`Op::pooled`]): `f.w`, `f.b` are the convolution's,
+    /// `f.y` and `f.argmax` the pool's; the convolution's output is not
+    /// written. The same bits as the two forward passes.
+    pub(crate) fn forward_pooled(
+        (conv, pool): (Conv2d, MaxPool2d),
+        isa: Isa,
+        path: Option<ConvPath>,
+        m: usize,
+        f: Fwd,
+    ) {
+        let path = conv_path(path);
+        conv2d_maxpool_forward(isa, path, &conv, &pool, m, f.x, f.w, f.b, f.y, f.argmax, f.scratch);
     }
 
     /// Backward over `m` images, from the output gradient `b.dy`; a

@@ -48,6 +48,7 @@ pub mod conv;
 pub mod dense;
 pub mod dense_simd;
 pub mod direct;
+pub mod fused;
 pub mod gemm;
 pub mod isa;
 pub mod loss;
@@ -67,6 +68,7 @@ pub use conv::{
     ConvPath,
 };
 pub use dense::{dense_backward, dense_forward, dense_input_grad, Dense};
+pub use fused::{conv2d_maxpool_forward, conv2d_maxpool_scratch_len};
 pub use isa::Isa;
 pub use loss::{
     argmax, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss, LossSums,

@@ -394,3 +394,64 @@ fn maxpool_forward_equals_portable_bit_for_bit() {
         }
     }
 }
+
+/// The fused convolution + max pool gives the bits of the two passes run
+/// one after the other, outputs and argmax, at every ISA and path, for a
+/// chunk of images (each image's convolution output lands in the same
+/// scratch, so a pass that mixed images up would show).
+#[test]
+fn conv_then_maxpool_in_one_pass_equals_the_two_passes() {
+    let mut rng = rng(7);
+    let layers = [
+        // the seed network's conv1 + pool1, and a strided 5x5 conv with a 2x2 pool
+        (Conv2d { c_in: 3, h: 32, w: 32, c_out: 20, kh: 3, kw: 3, stride: 1, pad: 1 }, 3, 2, true),
+        (Conv2d { c_in: 4, h: 13, w: 11, c_out: 6, kh: 5, kw: 5, stride: 2, pad: 2 }, 2, 2, false),
+    ];
+    for (conv, size, stride, ceil) in layers {
+        let pool = MaxPool2d { c: conv.c_out, h: conv.out_h(), w: conv.out_w(), size, stride, ceil };
+        let n = 3;
+        let x = rand_vec(&mut rng, n * conv.in_len());
+        let w = rand_vec(&mut rng, conv.weight_len());
+        let b = rand_vec(&mut rng, conv.c_out);
+        for isa in isas() {
+            for path in [ConvPath::Im2col, ConvPath::Direct].into_iter().filter(|p| p.runs(isa, &conv)) {
+                let what = format!("{conv:?} {isa} {path:?}");
+                let mut scratch = vec![f32::NAN; conv.scratch_len(n)];
+                let mut conv_out = vec![f32::NAN; n * conv.out_len()];
+                kernel::conv2d_forward_via(
+                    isa,
+                    path,
+                    &conv,
+                    n,
+                    &x,
+                    &w,
+                    Some(&b),
+                    &mut conv_out,
+                    &mut scratch,
+                );
+                let (mut want, mut want_arg) =
+                    (vec![f32::NAN; n * pool.out_len()], vec![0; n * pool.out_len()]);
+                kernel::maxpool_forward(isa, &pool, n, &conv_out, &mut want, &mut want_arg);
+                let mut scratch = vec![f32::NAN; kernel::conv2d_maxpool_scratch_len(&conv)];
+                let (mut got, mut got_arg) =
+                    (vec![f32::NAN; n * pool.out_len()], vec![u32::MAX; n * pool.out_len()]);
+                kernel::conv2d_maxpool_forward(
+                    isa,
+                    path,
+                    &conv,
+                    &pool,
+                    n,
+                    &x,
+                    &w,
+                    Some(&b),
+                    &mut got,
+                    &mut got_arg,
+                    &mut scratch,
+                );
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{what}: outputs");
+                assert_eq!(got_arg, want_arg, "{what}: argmax");
+            }
+        }
+    }
+}
