@@ -21,6 +21,8 @@ use crate::simd::Vector;
 /// Run `f` compiled for `isa`'s vector width (plain code for portable).
 /// The same operations in the same order, and Rust never fuses a multiply
 /// and an add, so the bits are the same at every ISA; only the speed is not.
+/// `f` and what it calls must be `#[inline(always)]`: code left out of line
+/// is compiled for the baseline (SSE2) whatever the ISA.
 #[inline(always)]
 fn at_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
     if isa == Isa::Portable {
@@ -54,7 +56,9 @@ impl BatchNorm {
 
 /// `(sum a, sum a*b)` of two equal-length planes in f64, over four
 /// accumulators in a fixed pattern (so the compiler may vectorise it
-/// without changing a bit).
+/// without changing a bit). Inlined, so that it is compiled for the
+/// caller's ISA (`at_isa`): a call leaves the baseline's SSE2 code.
+#[inline(always)]
 fn sums(a: &[f32], b: &[f32]) -> (f64, f64) {
     let (mut s, mut q) = ([0.0f64; 4], [0.0f64; 4]);
     let (ac, bc) = (a.chunks_exact(4), b.chunks_exact(4));
@@ -79,15 +83,19 @@ pub fn batch_norm_moments(isa: Isa, bn: &BatchNorm, m: usize, x: &[f32], out: &m
     let (c, hw) = (bn.c, bn.hw);
     let out = &mut out[..2 * c];
     out.fill(0.0);
-    at_isa(isa, || {
-        for image in x[..m * bn.len()].chunks_exact(bn.len()) {
-            for (ch, plane) in image.chunks_exact(hw).enumerate() {
-                let (s, q) = sums(plane, plane);
-                out[ch] += s;
-                out[c + ch] += q;
+    at_isa(
+        isa,
+        #[inline(always)]
+        || {
+            for image in x[..m * bn.len()].chunks_exact(bn.len()) {
+                for (ch, plane) in image.chunks_exact(hw).enumerate() {
+                    let (s, q) = sums(plane, plane);
+                    out[ch] += s;
+                    out[c + ch] += q;
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// The batch's statistics from the whole batch's [`batch_norm_moments`]
@@ -131,18 +139,22 @@ pub fn batch_norm_forward(
     y: &mut [f32],
 ) {
     let (c, hw, len) = (bn.c, bn.hw, bn.len());
-    at_isa(isa, || {
-        for (image, out) in x[..m * len].chunks_exact(len).zip(y[..m * len].chunks_exact_mut(len)) {
-            for ch in 0..c {
-                let scale = gamma[ch] * stats[c + ch];
-                let shift = beta[ch] - stats[ch] * scale;
-                let (plane, dst) = (&image[ch * hw..][..hw], &mut out[ch * hw..][..hw]);
-                for (d, &v) in dst.iter_mut().zip(plane) {
-                    *d = v * scale + shift;
+    at_isa(
+        isa,
+        #[inline(always)]
+        || {
+            for (image, out) in x[..m * len].chunks_exact(len).zip(y[..m * len].chunks_exact_mut(len)) {
+                for ch in 0..c {
+                    let scale = gamma[ch] * stats[c + ch];
+                    let shift = beta[ch] - stats[ch] * scale;
+                    let (plane, dst) = (&image[ch * hw..][..hw], &mut out[ch * hw..][..hw]);
+                    for (d, &v) in dst.iter_mut().zip(plane) {
+                        *d = v * scale + shift;
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// Evaluation's statistics, in [`batch_norm_forward`]'s layout, from the
@@ -173,17 +185,21 @@ pub fn batch_norm_grad_sums(
     let (c, hw, len) = (bn.c, bn.hw, bn.len());
     let out = &mut out[..2 * c];
     out.fill(0.0);
-    at_isa(isa, || {
-        for (image, grad) in x[..m * len].chunks_exact(len).zip(dy[..m * len].chunks_exact(len)) {
-            for ch in 0..c {
-                let (plane, g) = (&image[ch * hw..][..hw], &grad[ch * hw..][..hw]);
-                // sum dy * (x - mean) = sum dy*x - mean * sum dy, then times invstd.
-                let (s, q) = sums(g, plane);
-                out[ch] += s;
-                out[c + ch] += q - stats[ch] as f64 * s;
+    at_isa(
+        isa,
+        #[inline(always)]
+        || {
+            for (image, grad) in x[..m * len].chunks_exact(len).zip(dy[..m * len].chunks_exact(len)) {
+                for ch in 0..c {
+                    let (plane, g) = (&image[ch * hw..][..hw], &grad[ch * hw..][..hw]);
+                    // sum dy * (x - mean) = sum dy*x - mean * sum dy, then times invstd.
+                    let (s, q) = sums(g, plane);
+                    out[ch] += s;
+                    out[c + ch] += q - stats[ch] as f64 * s;
+                }
             }
-        }
-    });
+        },
+    );
     for ch in 0..c {
         out[c + ch] *= stats[c + ch] as f64;
     }
@@ -207,26 +223,30 @@ pub fn batch_norm_backward(
 ) {
     let (c, hw, len) = (bn.c, bn.hw, bn.len());
     let n = count as f64;
-    at_isa(isa, || {
-        for ((image, grad), out) in x[..m * len]
-            .chunks_exact(len)
-            .zip(dy[..m * len].chunks_exact(len))
-            .zip(dx[..m * len].chunks_exact_mut(len))
-        {
-            for ch in 0..c {
-                let (mean, invstd) = (stats[ch], stats[c + ch]);
-                let k = gamma[ch] * invstd;
-                let a = (totals[ch] / n) as f32;
-                let b = (totals[c + ch] / n) as f32;
-                let (plane, g, dst) =
-                    (&image[ch * hw..][..hw], &grad[ch * hw..][..hw], &mut out[ch * hw..][..hw]);
-                for ((d, &v), &gy) in dst.iter_mut().zip(plane).zip(g) {
-                    let xhat = (v - mean) * invstd;
-                    *d = k * (gy - a - xhat * b);
+    at_isa(
+        isa,
+        #[inline(always)]
+        || {
+            for ((image, grad), out) in x[..m * len]
+                .chunks_exact(len)
+                .zip(dy[..m * len].chunks_exact(len))
+                .zip(dx[..m * len].chunks_exact_mut(len))
+            {
+                for ch in 0..c {
+                    let (mean, invstd) = (stats[ch], stats[c + ch]);
+                    let k = gamma[ch] * invstd;
+                    let a = (totals[ch] / n) as f32;
+                    let b = (totals[c + ch] / n) as f32;
+                    let (plane, g, dst) =
+                        (&image[ch * hw..][..hw], &grad[ch * hw..][..hw], &mut out[ch * hw..][..hw]);
+                    for ((d, &v), &gy) in dst.iter_mut().zip(plane).zip(g) {
+                        let xhat = (v - mean) * invstd;
+                        *d = k * (gy - a - xhat * b);
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// A lane's weight and bias gradients from its [`batch_norm_grad_sums`]:
