@@ -261,7 +261,9 @@ pub fn print_report(r: &Report) {
     // ---- Convolution efficiency ----
     println!(
         "The convolutions against the SGEMM ceiling of one thread (while all {} run: {:.1} GFLOP/s), from \
-         both presets' observed steps (same trunk), the percentage taken within each round:\n",
+         both presets' observed steps (same trunk), the percentage taken within each round. A \
+         convolution's forward time includes the max pool fused after it (conv1, conv2), so its rate is \
+         a lower bound:\n",
         r.threads,
         r.ceiling.median / r.threads as f64
     );
