@@ -13,10 +13,11 @@
 //!
 //! Stages:
 //! - `conv1`..`conv3`, `relu1`..`relu3`, `pool1`, `pool2`: the trunk, the
-//!   same nodes in both presets (checked), measured in seed-fc's step; a
-//!   max pool's forward runs inside the convolution's before it (one pass
-//!   image by image), so its time is there and `pool1`/`pool2` forward is
-//!   about 0;
+//!   same nodes in both presets (checked), measured in seed-fc's step;
+//!   fused passes report under their first node: a convolution's forward
+//!   includes the max pool's and ReLU's after it, a ReLU's backward the max
+//!   pool's before it, so `pool1`/`pool2` and the ReLUs' forward show about
+//!   0;
 //! - `fc_head`: seed-fc's FC 1280->120, ReLU, FC 120->84, ReLU, FC 84->2;
 //! - `gap_head`: seed-gap's global average pool and FC 20->2;
 //! - `softmax_ce`: softmax and cross-entropy over the 2 logits.

@@ -144,8 +144,13 @@ impl Deep {
             ("convolutions, forward", names(&convs), convs.clone(), &[0]),
             ("convolutions, backward", names(&convs), convs, &[1]),
             ("**batch norm**, fwd + bwd (with each lane's sums for the meetings)", names(&bns), bns, &[0, 1]),
-            ("max pools, fwd + bwd", names(&pools), pools, &[0, 1]),
-            ("ReLUs, fwd + bwd", names(&relus), relus, &[0, 1]),
+            (
+                "max pools, fwd + bwd (a backward followed by a ReLU: in the ReLUs')",
+                names(&pools),
+                pools,
+                &[0, 1],
+            ),
+            ("ReLUs, fwd + bwd (with the backward of a max pool before one)", names(&relus), relus, &[0, 1]),
             ("head: GAP + dense + softmax-CE, fwd + bwd", names(&head), head, &[0, 1]),
         ]
     }

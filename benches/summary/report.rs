@@ -169,9 +169,9 @@ pub fn print_report(r: &Report) {
         "Where the time of a batch-{n} training step goes, from the engine's own step observed node by \
          node (`Plan::forward_backward_observed`: the plain step's code with a clock around every node, \
          same bits): each layer's time summed over the lanes, per image (µs of thread-time), and its share \
-         of the observed step's wall time x {} threads, taken within each round. A convolution followed \
-         by a max pool runs both forward passes in one pass, image by image: the pool's forward time is \
-         in the convolution's.\n",
+         of the observed step's wall time x {} threads, taken within each round. Fused passes report \
+         their time under their first node: a convolution's forward includes the max pool's and ReLU's \
+         after it, a ReLU's backward the max pool's before it (those show about 0).\n",
         r.threads
     );
     println!("| layer | op | seed-fc µs/image, fwd + bwd | share | seed-gap µs/image, fwd + bwd | share |");
@@ -262,8 +262,8 @@ pub fn print_report(r: &Report) {
     println!(
         "The convolutions against the SGEMM ceiling of one thread (while all {} run: {:.1} GFLOP/s), from \
          both presets' observed steps (same trunk), the percentage taken within each round. A \
-         convolution's forward time includes the max pool fused after it (conv1, conv2), so its rate is \
-         a lower bound:\n",
+         convolution's forward time includes the max pool and ReLU fused after it (conv1, conv2), so \
+         its rate is a lower bound:\n",
         r.threads,
         r.ceiling.median / r.threads as f64
     );

@@ -17,7 +17,8 @@ use kernel::{
 };
 use rayon::prelude::*;
 
-use crate::ops::{Bwd, Fwd, Op};
+use crate::ops::Op;
+use crate::ops::{pool_relu_backward, Bwd, ConvPool, Fwd};
 use crate::plan::{Lane, Node, Plan, LANES};
 
 /// How per-image gradients combine over a batch.
@@ -73,10 +74,11 @@ pub trait Observer: Sync {
     /// Whether to read the clock at all. The plain step's observer says
     /// `false`, a constant, so its step compiles to the unobserved code.
     const TIMED: bool = true;
-    /// After every node (and the loss) on every chunk of every lane. A
-    /// convolution's forward pass that runs the max pool after it too
-    /// ([`Op`]'s `pooled`) reports the time of both; the pool's forward
-    /// then follows at once, with about 0 ns.
+    /// After every node (and the loss) on every chunk of every lane. Where
+    /// nodes run as one pass, the first node reports the time of all: a
+    /// convolution's forward with the max pool (and ReLU) after it, a
+    /// ReLU's backward with the max pool before it. The others follow at
+    /// once, with about 0 ns.
     fn node(&self, event: Event);
     /// After the lanes' gradients are summed (wall nanoseconds).
     fn reduced(&self, _nanos: u64) {}
@@ -481,12 +483,12 @@ fn forward_nodes<O: Observer>(
         let node = &nodes[i];
         let (before, rest) = acts.split_at_mut(node.act.start);
         let input: &[f32] = if i == 0 { x } else { &before[nodes[i - 1].act.start..] };
-        // A convolution and the max pool after it run as one pass
-        // (`Op::pooled`), reported as the convolution's.
-        let next = nodes[..span.end].get(i + 1);
-        let pooled = next.and_then(|p| Some((node.op.pooled(&p.op)?, p)));
-        // the node whose output and argmax this pass writes
-        let out = pooled.map_or(node, |(_, pool)| pool);
+        // A convolution, the max pool after it (and a ReLU after that)
+        // run as one pass (`ConvPool`), reported as the convolution's.
+        let fused = ConvPool::starting(nodes[i..span.end].iter().map(|n| &n.op));
+        let covers = fused.map_or(1, |f| f.nodes());
+        // the node whose output this pass writes, and the one whose argmax
+        let (out, arg) = (&nodes[i + covers - 1], &nodes[if fused.is_some() { i + 1 } else { i }]);
         let t = start::<O>();
         let f = Fwd {
             stats: node.stats.clone().map_or(&[], |r| &sh.stats[r]),
@@ -495,18 +497,25 @@ fn forward_nodes<O: Observer>(
             w: node.weight_of(sh.params),
             b: node.bias_of(sh.params),
             scratch: cols,
-            argmax: &mut argmax[out.argmax.clone()],
+            argmax: &mut argmax[arg.argmax.clone()],
         };
-        match pooled {
-            Some((ops, _)) => Op::forward_pooled(ops, isa, node.conv_path, m, f),
+        match fused {
+            Some(fused) => fused.forward(isa, node.conv_path, m, f),
             None => node.op.forward(isa, node.conv_path, m, f),
         }
         report(obs, t, c.lane, i, Phase::Forward, m);
-        if pooled.is_some() {
-            report(obs, t.map(|_| Instant::now()), c.lane, i + 1, Phase::Forward, m);
-            i += 1;
+        for j in i + 1..i + covers {
+            report(obs, t.map(|_| Instant::now()), c.lane, j, Phase::Forward, m);
         }
-        i += 1;
+        i += covers;
+    }
+}
+
+/// The max pool `pool` when `relu` is a ReLU right after it.
+fn relu_after_pool(pool: &Node, relu: &Node) -> Option<kernel::MaxPool2d> {
+    match (pool.op, relu.op) {
+        (Op::MaxPool(p), Op::Relu) => Some(p),
+        _ => None,
     }
 }
 
@@ -563,9 +572,27 @@ fn backward_nodes<O: Observer>(
     let Lane { acts, dacts, argmax, cols, grads, wdelta, .. } = lane;
     let (m, nodes) = (c.m, sh.nodes);
     let last = nodes.len() - 1;
-    for i in span.rev() {
+    let mut i = span.end;
+    while i > span.start {
+        i -= 1;
         let node = &nodes[i];
         let (in_len, out_len) = (m * node.in_shape.len(), m * node.out_shape.len());
+        // A ReLU after a max pool: both backward in one pass, reported as the ReLU's.
+        if let Some(pool) = (i > span.start).then(|| relu_after_pool(&nodes[i - 1], node)).flatten() {
+            let t = start::<O>();
+            let pool_node = &nodes[i - 1];
+            let (dbefore, drest) = dacts.split_at_mut(pool_node.act.start);
+            if i > 1 {
+                let dx = &mut dbefore[nodes[i - 2].act.start..][..m * pool_node.in_shape.len()];
+                let dy = &drest[node.act.start - pool_node.act.start..][..out_len];
+                let y = &acts[node.act.start..][..out_len];
+                pool_relu_backward(&pool, m, dy, y, &argmax[pool_node.argmax.clone()], dx);
+            }
+            report(obs, t, c.lane, i, Phase::Backward, m);
+            report(obs, t.map(|_| Instant::now()), c.lane, i - 1, Phase::Backward, m);
+            i -= 1;
+            continue;
+        }
         let (dbefore, drest) = dacts.split_at_mut(node.act.start);
         let (dw, db) = node.grads_of(grads);
         let t = start::<O>();

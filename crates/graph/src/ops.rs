@@ -16,8 +16,8 @@ use kernel::{
     batch_norm_backward, batch_norm_forward, batch_norm_grad_sums, batch_norm_moments,
     batch_norm_param_grads, batch_norm_running_stats, batch_norm_stats, conv2d_backward_via,
     conv2d_forward_via, conv2d_maxpool_forward, conv2d_maxpool_scratch_len, dense_backward, dense_forward,
-    dense_input_grad, gap_backward, gap_forward, maxpool_backward, maxpool_forward, relu_backward,
-    relu_forward, BatchNorm, Conv2d, ConvPath, Dense, Isa, MaxPool2d,
+    dense_input_grad, gap_backward, gap_forward, maxpool_backward, maxpool_forward, maxpool_relu_backward,
+    relu_backward, relu_forward, BatchNorm, Conv2d, ConvPath, Dense, Isa, MaxPool2d,
 };
 
 use crate::plan::{Init, Shape};
@@ -252,7 +252,7 @@ impl Op {
     }
 
     /// Scratch floats a forward or backward pass of `m` images needs
-    /// (a convolution's, also with the max pool after it: [`Op::pooled`]).
+    /// (a convolution's, also with the max pool after it: [`ConvPool`]).
     pub(crate) fn scratch_len(&self, m: usize) -> usize {
         match *self {
             Op::Conv(s) => s.scratch_len(m).max(conv2d_maxpool_scratch_len(&s)),
@@ -385,32 +385,6 @@ impl Op {
         }
     }
 
-    /// The convolution and max pool when `self` is a convolution and
-    /// `next`, the node after it, a max pool: their forward passes run as
-    /// one ([`Op::forward_pooled`]), since nothing else reads the
-    /// convolution's output (the pool's backward needs only its argmax).
-    pub(crate) fn pooled(&self, next: &Op) -> Option<(Conv2d, MaxPool2d)> {
-        match (*self, *next) {
-            (Op::Conv(conv), Op::MaxPool(pool)) => Some((conv, pool)),
-            _ => None,
-        }
-    }
-
-    /// Forward over `m` images of a convolution (on `path`) and the max
-    /// pool after it ([`Op::pooled`]): `f.w`, `f.b` are the convolution's,
-    /// `f.y` and `f.argmax` the pool's; the convolution's output is not
-    /// written. The same bits as the two forward passes.
-    pub(crate) fn forward_pooled(
-        (conv, pool): (Conv2d, MaxPool2d),
-        isa: Isa,
-        path: Option<ConvPath>,
-        m: usize,
-        f: Fwd,
-    ) {
-        let path = conv_path(path);
-        conv2d_maxpool_forward(isa, path, &conv, &pool, m, f.x, f.w, f.b, f.y, f.argmax, f.scratch);
-    }
-
     /// Backward over `m` images, from the output gradient `b.dy`; a
     /// convolution on `path`.
     pub(crate) fn backward(&self, isa: Isa, path: Option<ConvPath>, m: usize, b: Bwd) {
@@ -466,6 +440,56 @@ impl Op {
             }
         }
     }
+}
+
+/// Nodes whose forward passes run as one: a convolution, the max pool
+/// after it, and the ReLU after that if there is one (the planner moves a
+/// ReLU before a max pool after it). Each image's convolution output is
+/// pooled while it is still in cache, and only the last node's output is
+/// written: nothing else reads the others in training (the pool's backward
+/// needs only its argmax, the ReLU's its own output). The same kernels, so
+/// the same bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvPool {
+    conv: Conv2d,
+    pool: MaxPool2d,
+    relu: bool,
+}
+
+impl ConvPool {
+    /// The fusion that `ops` (a node's op and those after it) start with.
+    pub(crate) fn starting<'a>(mut ops: impl Iterator<Item = &'a Op>) -> Option<ConvPool> {
+        let (Some(Op::Conv(conv)), Some(Op::MaxPool(pool))) = (ops.next(), ops.next()) else { return None };
+        let relu = ops.next() == Some(&Op::Relu);
+        Some(ConvPool { conv: *conv, pool: *pool, relu })
+    }
+
+    /// Nodes it runs.
+    pub(crate) fn nodes(&self) -> usize {
+        2 + usize::from(self.relu)
+    }
+
+    /// Forward over `m` images, the convolution on `path`: `f.w`, `f.b`
+    /// are the convolution's, `f.argmax` the pool's, `f.y` the last node's
+    /// output.
+    pub(crate) fn forward(&self, isa: Isa, path: Option<ConvPath>, m: usize, f: Fwd) {
+        let (conv, pool, path) = (&self.conv, &self.pool, conv_path(path));
+        conv2d_maxpool_forward(isa, path, conv, pool, m, f.x, f.w, f.b, f.y, f.argmax, f.scratch, self.relu);
+    }
+}
+
+/// A max pool `pool` and the ReLU after it, backward over `m` images in one
+/// pass: from the ReLU's output gradient `dy` and output `y`, the pool's
+/// input gradient `dx`. The same bits as the two passes.
+pub(crate) fn pool_relu_backward(
+    pool: &MaxPool2d,
+    m: usize,
+    dy: &[f32],
+    y: &[f32],
+    argmax: &[u32],
+    dx: &mut [f32],
+) {
+    maxpool_relu_backward(pool, m, dy, y, argmax, dx);
 }
 
 /// A convolution node's path (the plan gives every convolution one).

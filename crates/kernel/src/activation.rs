@@ -7,6 +7,13 @@ pub fn relu_forward(x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `y = max(y, 0)`, in place: [`relu_forward`]'s values.
+pub fn relu_in_place(y: &mut [f32]) {
+    for v in y {
+        *v = v.max(0.0);
+    }
+}
+
 /// `dx = dy` where the forward output `y` was positive, else 0. Using the
 /// output (not the input) lets the graph keep only one buffer per layer.
 pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {

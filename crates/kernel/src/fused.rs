@@ -1,10 +1,12 @@
-//! A convolution and the max pool after it, forward, one image at a time:
-//! each image's convolution output is pooled while it is still in cache
-//! (a 20-plane 32x32 output is 80 KiB; a lane's chunk of 8 is 640 KiB,
-//! more than a core's L2), and the pool's input never goes to the caller's
-//! memory. The same kernels run as when the two layers run one after the
-//! other, so the outputs and argmax indices are the same bits.
+//! A convolution, the max pool after it and optionally a ReLU after that,
+//! forward, one image at a time: each image's convolution output is pooled
+//! while it is still in cache (a 20-plane 32x32 output is 80 KiB; a lane's
+//! chunk of 8 is 640 KiB, more than a core's L2), and neither the pool's
+//! input nor its output before the ReLU goes to the caller's memory. The
+//! same kernels run as when the layers run one after the other, so the
+//! outputs and argmax indices are the same bits.
 
+use crate::activation::relu_in_place;
 use crate::conv::{conv2d_forward_via, Conv2d, ConvPath};
 use crate::isa::Isa;
 use crate::pool::{maxpool_forward, MaxPool2d};
@@ -16,9 +18,10 @@ pub fn conv2d_maxpool_scratch_len(conv: &Conv2d) -> usize {
 }
 
 /// `y[n, pool out]` and `argmax` = the max pool `pool` of the convolution
-/// `conv` (on `path`) of `x[n, conv in]`: what [`conv2d_forward_via`] then
-/// [`maxpool_forward`] give, image by image. `pool` takes `conv`'s output;
-/// `scratch` holds at least [`conv2d_maxpool_scratch_len`] floats.
+/// `conv` (on `path`) of `x[n, conv in]`, and with `relu` a ReLU of that:
+/// what [`conv2d_forward_via`], [`maxpool_forward`] and
+/// [`crate::relu_forward`] give, image by image. `pool` takes `conv`'s
+/// output; `scratch` holds at least [`conv2d_maxpool_scratch_len`] floats.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_maxpool_forward(
     isa: Isa,
@@ -32,6 +35,7 @@ pub fn conv2d_maxpool_forward(
     y: &mut [f32],
     argmax: &mut [u32],
     scratch: &mut [f32],
+    relu: bool,
 ) {
     let (c_in, c_out, p_out) = (conv.in_len(), conv.out_len(), pool.out_len());
     assert_eq!(
@@ -45,5 +49,8 @@ pub fn conv2d_maxpool_forward(
         conv2d_forward_via(isa, path, conv, 1, &x[i * c_in..(i + 1) * c_in], w, bias, out, scratch);
         let (yi, ai) = (&mut y[i * p_out..(i + 1) * p_out], &mut argmax[i * p_out..(i + 1) * p_out]);
         maxpool_forward(isa, pool, 1, out, yi, ai);
+        if relu {
+            relu_in_place(yi);
+        }
     }
 }

@@ -73,4 +73,6 @@ pub use isa::Isa;
 pub use loss::{
     argmax, seed_quirk_weight_delta, softmax_loss_backward, softmax_loss_forward, Loss, LossSums,
 };
-pub use pool::{gap_backward, gap_forward, maxpool_backward, maxpool_forward, MaxPool2d};
+pub use pool::{
+    gap_backward, gap_forward, maxpool_backward, maxpool_forward, maxpool_relu_backward, MaxPool2d,
+};

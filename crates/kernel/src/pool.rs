@@ -291,12 +291,36 @@ fn row_max_3s2(row: &[f32], full: usize, first: bool, at: u32, out: &mut [f32], 
 /// reach it, not the whole of `dx` first: a separate pass over an 80 KB
 /// plane set per image (the seed network's pool1) went to memory and back.
 pub fn maxpool_backward(s: &MaxPool2d, n: usize, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
+    backward_masked(s, n, dy, None, argmax, dx)
+}
+
+/// [`maxpool_backward`] of a max pool followed by a ReLU, from the ReLU's
+/// output gradient `dy` and output `y`: each output's gradient is taken
+/// where `y` is positive, else 0, as [`crate::relu_backward`] would give
+/// it, then added to its window's winner. The same bits as the two passes
+/// without the pass between them.
+pub fn maxpool_relu_backward(s: &MaxPool2d, n: usize, dy: &[f32], y: &[f32], argmax: &[u32], dx: &mut [f32]) {
+    assert!(y.len() >= n * s.out_len(), "maxpool_relu_backward: y too short");
+    backward_masked(s, n, dy, Some(y), argmax, dx)
+}
+
+/// [`maxpool_backward`], each gradient masked by the ReLU output `relu`
+/// when there is one.
+fn backward_masked(
+    s: &MaxPool2d,
+    n: usize,
+    dy: &[f32],
+    relu: Option<&[f32]>,
+    argmax: &[u32],
+    dx: &mut [f32],
+) {
     let (in_len, out_len, plane) = (s.in_len(), s.out_len(), s.h * s.w);
     let (ho, wo) = (s.out_h(), s.out_w());
     for i in 0..n {
         let dxi = &mut dx[i * in_len..(i + 1) * in_len];
         let dyi = &dy[i * out_len..(i + 1) * out_len];
         let ai = &argmax[i * out_len..(i + 1) * out_len];
+        let yi = relu.map(|y| &y[i * out_len..(i + 1) * out_len]);
         for c in 0..s.c {
             // rows 0..zeroed of plane c are zero or hold gradients
             let mut zeroed = 0;
@@ -307,8 +331,18 @@ pub fn maxpool_backward(s: &MaxPool2d, n: usize, dy: &[f32], argmax: &[u32], dx:
                     zeroed = reach;
                 }
                 let o = (c * ho + oy) * wo;
-                for (&g, &a) in dyi[o..o + wo].iter().zip(&ai[o..o + wo]) {
-                    dxi[a as usize] += g;
+                let (grads, winners) = (&dyi[o..o + wo], &ai[o..o + wo]);
+                match yi {
+                    None => {
+                        for (&g, &a) in grads.iter().zip(winners) {
+                            dxi[a as usize] += g;
+                        }
+                    }
+                    Some(yi) => {
+                        for ((&g, &a), &v) in grads.iter().zip(winners).zip(&yi[o..o + wo]) {
+                            dxi[a as usize] += if v > 0.0 { g } else { 0.0 };
+                        }
+                    }
                 }
             }
             dxi[c * plane + zeroed * s.w..(c + 1) * plane].fill(0.0);

@@ -395,12 +395,12 @@ fn maxpool_forward_equals_portable_bit_for_bit() {
     }
 }
 
-/// The fused convolution + max pool gives the bits of the two passes run
-/// one after the other, outputs and argmax, at every ISA and path, for a
-/// chunk of images (each image's convolution output lands in the same
+/// The fused convolution + max pool (+ ReLU) gives the bits of the passes
+/// run one after the other, outputs and argmax, at every ISA and path, for
+/// a chunk of images (each image's convolution output lands in the same
 /// scratch, so a pass that mixed images up would show).
 #[test]
-fn conv_then_maxpool_in_one_pass_equals_the_two_passes() {
+fn conv_then_maxpool_in_one_pass_equals_the_separate_passes() {
     let mut rng = rng(7);
     let layers = [
         // the seed network's conv1 + pool1, and a strided 5x5 conv with a 2x2 pool
@@ -415,7 +415,6 @@ fn conv_then_maxpool_in_one_pass_equals_the_two_passes() {
         let b = rand_vec(&mut rng, conv.c_out);
         for isa in isas() {
             for path in [ConvPath::Im2col, ConvPath::Direct].into_iter().filter(|p| p.runs(isa, &conv)) {
-                let what = format!("{conv:?} {isa} {path:?}");
                 let mut scratch = vec![f32::NAN; conv.scratch_len(n)];
                 let mut conv_out = vec![f32::NAN; n * conv.out_len()];
                 kernel::conv2d_forward_via(
@@ -429,28 +428,35 @@ fn conv_then_maxpool_in_one_pass_equals_the_two_passes() {
                     &mut conv_out,
                     &mut scratch,
                 );
-                let (mut want, mut want_arg) =
+                let (mut pooled, mut want_arg) =
                     (vec![f32::NAN; n * pool.out_len()], vec![0; n * pool.out_len()]);
-                kernel::maxpool_forward(isa, &pool, n, &conv_out, &mut want, &mut want_arg);
-                let mut scratch = vec![f32::NAN; kernel::conv2d_maxpool_scratch_len(&conv)];
-                let (mut got, mut got_arg) =
-                    (vec![f32::NAN; n * pool.out_len()], vec![u32::MAX; n * pool.out_len()]);
-                kernel::conv2d_maxpool_forward(
-                    isa,
-                    path,
-                    &conv,
-                    &pool,
-                    n,
-                    &x,
-                    &w,
-                    Some(&b),
-                    &mut got,
-                    &mut got_arg,
-                    &mut scratch,
-                );
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{what}: outputs");
-                assert_eq!(got_arg, want_arg, "{what}: argmax");
+                kernel::maxpool_forward(isa, &pool, n, &conv_out, &mut pooled, &mut want_arg);
+                let mut relu = vec![f32::NAN; pooled.len()];
+                kernel::relu_forward(&pooled, &mut relu);
+                assert!(pooled.iter().any(|&v| v < 0.0), "the test needs negative pooled values");
+                for (with_relu, want) in [(false, &pooled), (true, &relu)] {
+                    let what = format!("{conv:?} {isa} {path:?} relu {with_relu}");
+                    let mut scratch = vec![f32::NAN; kernel::conv2d_maxpool_scratch_len(&conv)];
+                    let mut got = vec![f32::NAN; n * pool.out_len()];
+                    let mut got_arg = vec![u32::MAX; n * pool.out_len()];
+                    kernel::conv2d_maxpool_forward(
+                        isa,
+                        path,
+                        &conv,
+                        &pool,
+                        n,
+                        &x,
+                        &w,
+                        Some(&b),
+                        &mut got,
+                        &mut got_arg,
+                        &mut scratch,
+                        with_relu,
+                    );
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(want), "{what}: outputs");
+                    assert_eq!(got_arg, want_arg, "{what}: argmax");
+                }
             }
         }
     }

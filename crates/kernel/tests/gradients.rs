@@ -184,6 +184,39 @@ fn maxpool_backward_matches_finite_differences() {
     eprintln!("maxpool_backward worst rel err: dx {worst:.3e}");
 }
 
+/// A max pool followed by a ReLU, backward in one pass, gives the bits of
+/// the ReLU's backward then the pool's (each checked against finite
+/// differences above and below), with pooled values of both signs.
+#[test]
+fn maxpool_relu_backward_equals_the_two_passes() {
+    let mut rng = rng(16);
+    let (mut masked, mut passed) = (0, 0);
+    for case in POOL_CASES {
+        let (s, n) = (case.s, case.n);
+        // shifted down, so that some windows' maxima are negative
+        let x: Vec<f32> = distinct_vec(&mut rng, n * s.in_len()).iter().map(|v| v - 0.6).collect();
+        let dy = rand_vec(&mut rng, n * s.out_len());
+        let (mut pooled, mut arg) = (vec![0.0; n * s.out_len()], vec![0; n * s.out_len()]);
+        kernel::maxpool_forward(Isa::Portable, &s, n, &x, &mut pooled, &mut arg);
+        let mut y = vec![0.0; pooled.len()];
+        kernel::relu_forward(&pooled, &mut y);
+        let mut d_pooled = vec![f32::NAN; pooled.len()];
+        kernel::relu_backward(&y, &dy, &mut d_pooled);
+        let mut want = vec![f32::NAN; n * s.in_len()];
+        kernel::maxpool_backward(&s, n, &d_pooled, &arg, &mut want);
+        let mut got = vec![f32::NAN; n * s.in_len()];
+        kernel::maxpool_relu_backward(&s, n, &dy, &y, &arg, &mut got);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{case:?}");
+        masked += y.iter().filter(|&&v| v <= 0.0).count();
+        passed += y.iter().filter(|&&v| v > 0.0).count();
+    }
+    assert!(
+        masked > 10 && passed > 10,
+        "the ReLU must mask some outputs and pass others: {masked}, {passed}"
+    );
+}
+
 #[test]
 fn gap_backward_matches_finite_differences() {
     let mut rng = rng(13);
