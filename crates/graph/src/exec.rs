@@ -17,8 +17,7 @@ use kernel::{
 };
 use rayon::prelude::*;
 
-use crate::ops::Op;
-use crate::ops::{pool_relu_backward, Bwd, ConvPool, Fwd};
+use crate::ops::{pool_relu_backward, pool_then_relu, Bwd, ConvPool, Fwd};
 use crate::plan::{Lane, Node, Plan, LANES};
 
 /// How per-image gradients combine over a batch.
@@ -511,14 +510,6 @@ fn forward_nodes<O: Observer>(
     }
 }
 
-/// The max pool `pool` when `relu` is a ReLU right after it.
-fn relu_after_pool(pool: &Node, relu: &Node) -> Option<kernel::MaxPool2d> {
-    match (pool.op, relu.op) {
-        (Op::MaxPool(p), Op::Relu) => Some(p),
-        _ => None,
-    }
-}
-
 /// The input of node `i` for the chunk: the images, or the previous node's output.
 fn input_of<'a>(nodes: &[Node], i: usize, acts: &'a [f32], x: &'a [f32], m: usize) -> &'a [f32] {
     let len = m * nodes[i].in_shape.len();
@@ -578,7 +569,7 @@ fn backward_nodes<O: Observer>(
         let node = &nodes[i];
         let (in_len, out_len) = (m * node.in_shape.len(), m * node.out_shape.len());
         // A ReLU after a max pool: both backward in one pass, reported as the ReLU's.
-        if let Some(pool) = (i > span.start).then(|| relu_after_pool(&nodes[i - 1], node)).flatten() {
+        if let Some(pool) = (i > span.start).then(|| pool_then_relu(&nodes[i - 1].op, &node.op)).flatten() {
             let t = start::<O>();
             let pool_node = &nodes[i - 1];
             let (dbefore, drest) = dacts.split_at_mut(pool_node.act.start);

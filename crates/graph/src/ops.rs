@@ -478,6 +478,15 @@ impl ConvPool {
     }
 }
 
+/// The max pool when `pool` is one and `relu` a ReLU right after it: their
+/// backward passes run as one ([`pool_relu_backward`]).
+pub(crate) fn pool_then_relu(pool: &Op, relu: &Op) -> Option<MaxPool2d> {
+    match (*pool, *relu) {
+        (Op::MaxPool(p), Op::Relu) => Some(p),
+        _ => None,
+    }
+}
+
 /// A max pool `pool` and the ReLU after it, backward over `m` images in one
 /// pass: from the ReLU's output gradient `dy` and output `y`, the pool's
 /// input gradient `dx`. The same bits as the two passes.
